@@ -1,0 +1,6 @@
+"""Lightning callbacks, installed as `nsr_lightning.callbacks`."""
+
+from nsr_lightning.callbacks.pass_at_k import PassAtKCallback
+from nsr_lightning.callbacks.rollout import RolloutCallback
+
+__all__ = ["PassAtKCallback", "RolloutCallback"]

@@ -1,0 +1,149 @@
+"""PassAtKCallback: unbiased pass@k on held-out problems, before, during and after training.
+
+n samples per problem; pass@k for k = 1, 2, 4, ..., n with the unbiased estimator (paper,
+section 3; nsr_lightning.metrics.pass_at_k). Problems are sharded over data-parallel ranks and
+their correct counts gathered. Logged as `val/<dataset>/pass@k` (and on W&B a table and a
+curve); written to `<log dir>/pass_at_k.json`; printed as a before / after table at the end.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+
+import lightning as L
+import torch
+from lightning.pytorch.utilities import rank_zero_info
+from nsr_lightning.callbacks.rollout import RolloutCallback, stream_seed
+
+from nsr_lightning.metrics import pass_at_k_table
+from nsr_lightning.rollout import SamplingConfig
+
+EVAL_SALT = 7  # evaluation draws from its own random stream, the same before and after
+
+
+class PassAtKCallback(L.Callback):
+    def __init__(
+        self,
+        *,
+        n: int = 32,
+        every_n_steps: int = 0,
+        before: bool = True,
+        after: bool = True,
+        temperature: float = 1.0,
+        top_p: float = 1.0,
+        top_k: int = 0,
+        max_new_tokens: int | None = None,
+        seed: int = 0,
+    ) -> None:
+        if n < 1:
+            raise ValueError(f"callbacks.pass_at_k.n must be >= 1; got {n}")
+        if every_n_steps < 0:
+            raise ValueError(f"callbacks.pass_at_k.every_n_steps must be >= 0 (0 = off); got {every_n_steps}")
+        self.n, self.every_n_steps, self.before, self.after = int(n), int(every_n_steps), before, after
+        self.sampling_args = {"temperature": temperature, "top_p": top_p, "top_k": top_k}
+        self.max_new_tokens = max_new_tokens
+        self.seed = seed
+        self.history: list[dict] = []  # {"step", "dataset", "pass@k": {k: value}}
+
+    # ---- hooks ------------------------------------------------------------------------------
+    def on_train_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        if self.before:
+            self.evaluate(trainer, pl_module, tag="before")
+
+    def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
+        if self.every_n_steps and trainer.global_step % self.every_n_steps == 0:
+            self.evaluate(trainer, pl_module, tag=f"step {trainer.global_step}")
+
+    def on_train_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        if self.after:
+            self.evaluate(trainer, pl_module, tag="after")
+        if trainer.is_global_zero and self.history:
+            rank_zero_info(format_table(self.history))
+
+    # ---- evaluation -------------------------------------------------------------------------
+    def _rollout(self, trainer: L.Trainer) -> RolloutCallback:
+        for cb in trainer.callbacks:
+            if isinstance(cb, RolloutCallback):
+                return cb
+        raise RuntimeError("PassAtKCallback needs the RolloutCallback (its engine and reward)")
+
+    def evaluate(
+        self, trainer: L.Trainer, pl_module: L.LightningModule, tag: str
+    ) -> dict[str, dict[int, float]]:
+        rollout = self._rollout(trainer)
+        sampling = SamplingConfig(
+            **self.sampling_args, max_new_tokens=self.max_new_tokens or rollout.sampling.max_new_tokens
+        )
+        rollout.engine.sync_weights(pl_module.model)
+        results = {}
+        for name, rows in trainer.datamodule.heldout().items():
+            counts = self._counts(trainer, pl_module, rollout, rows, sampling)
+            table = pass_at_k_table([(self.n, c) for c in counts])
+            results[name] = table
+            self.history.append({"tag": tag, "step": trainer.global_step, "dataset": name, "pass@k": table})
+        self._log(trainer, results)
+        return results
+
+    def _counts(self, trainer, pl_module, rollout: RolloutCallback, rows: list[dict], sampling) -> list[int]:
+        """Correct counts per problem, in problem order, gathered from every rank."""
+        world, rank = trainer.world_size, trainer.global_rank
+        mine = rows[rank::world]
+        per_rank = math.ceil(len(rows) / world)
+        local = torch.full((per_rank,), -1, dtype=torch.long)
+        if mine:
+            batch = rollout.engine.generate(
+                pl_module.model,
+                [r["prompt_ids"] for r in mine],
+                n=self.n,
+                sampling=sampling,
+                seed=stream_seed(self.seed, rank, 0, salt=EVAL_SALT),
+            )
+            golds = [r["answer"] for r in mine for _ in range(self.n)]
+            correct = rollout.score(batch.texts, golds) > 0
+            local[: len(mine)] = correct.view(len(mine), self.n).sum(-1)
+        if world > 1:
+            gathered = trainer.strategy.all_gather(local.to(pl_module.device)).cpu()  # (world, per_rank)
+            # row r of `rows` sits on rank r % world at position r // world
+            return [int(gathered[i % world, i // world]) for i in range(len(rows))]
+        return local[: len(rows)].tolist()
+
+    def _log(self, trainer: L.Trainer, results: dict[str, dict[int, float]]) -> None:
+        log_dir = trainer.log_dir or trainer.default_root_dir  # a collective: every rank must ask
+        if not trainer.is_global_zero:
+            return
+        metrics = {f"val/{name}/pass@{k}": v for name, table in results.items() for k, v in table.items()}
+        for logger in trainer.loggers:
+            logger.log_metrics(metrics, step=trainer.global_step)
+            if type(logger).__name__ == "WandbLogger":
+                log_wandb_curve(logger, results, trainer.global_step)
+        os.makedirs(log_dir, exist_ok=True)
+        with open(os.path.join(log_dir, "pass_at_k.json"), "w") as f:
+            json.dump(self.history, f, indent=1)
+
+
+def log_wandb_curve(logger, results: dict[str, dict[int, float]], step: int) -> None:
+    import wandb
+
+    for name, table in results.items():
+        data = wandb.Table(columns=["k", "pass@k"], data=[[k, v] for k, v in table.items()])
+        logger.experiment.log(
+            {
+                f"val/{name}/pass@k_table": data,
+                f"val/{name}/pass@k_curve": wandb.plot.line(
+                    data, "k", "pass@k", title=f"{name} pass@k (step {step})"
+                ),
+            }
+        )
+
+
+def format_table(history: list[dict]) -> str:
+    """Plain-text table: one row per (evaluation, dataset), one column per k."""
+    ks = sorted({k for h in history for k in h["pass@k"]})
+    head = f"{'pass@k':<14}{'dataset':<12}" + "".join(f"{'k=' + str(k):>8}" for k in ks)
+    lines = [head, "-" * len(head)]
+    for h in history:
+        cells = "".join(f"{h['pass@k'][k]:>8.3f}" if k in h["pass@k"] else f"{'':>8}" for k in ks)
+        lines.append(f"{h['tag']:<14}{h['dataset']:<12}{cells}")
+    return "\n".join(lines)

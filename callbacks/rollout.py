@@ -1,0 +1,64 @@
+"""RolloutCallback: on-policy rollouts each step, before the module's training step."""
+
+from __future__ import annotations
+
+import time
+
+import lightning as L
+import torch
+
+from nsr_lightning.rollout import SamplingConfig
+
+
+def stream_seed(seed: int, rank: int, step: int, salt: int = 0) -> int:
+    """A distinct, reproducible seed per (run seed, rank, step, purpose)."""
+    return (seed * 1_000_003 + rank * 7_919 + step * 104_729 + salt * 15_485_863) % (2**63 - 1)
+
+
+class RolloutCallback(L.Callback):
+    """Syncs the engine if the policy changed, samples n responses per prompt, scores them, and
+    hands the scored `RolloutBatch` to the training step as `batch["rollout"]`."""
+
+    def __init__(
+        self, engine, reward_fn, *, n: int = 8, sampling: SamplingConfig | dict | None = None, seed: int = 0
+    ):
+        if n < 1:
+            raise ValueError(f"rollout.n must be >= 1; got {n}")
+        self.engine = engine
+        self.reward_fn = reward_fn
+        self.n = int(n)
+        self.sampling = (
+            sampling if isinstance(sampling, SamplingConfig) else SamplingConfig(**(sampling or {}))
+        )
+        self.seed = int(seed)
+        self._synced_step: int | None = None
+
+    def score(self, texts: list[str], golds: list[str]) -> torch.Tensor:
+        return torch.tensor(self.reward_fn(texts, golds), dtype=torch.float32)
+
+    def on_train_batch_start(
+        self, trainer: L.Trainer, pl_module: L.LightningModule, batch: dict, batch_idx: int
+    ) -> None:
+        step = trainer.global_step
+        t0 = time.perf_counter()
+        if self._synced_step != step:
+            self.engine.sync_weights(pl_module.model)
+            self._synced_step = step
+        t1 = time.perf_counter()
+        rollout = self.engine.generate(
+            pl_module.model,
+            batch["prompt_ids"],
+            n=self.n,
+            sampling=self.sampling,
+            seed=stream_seed(self.seed, trainer.global_rank, step),
+        )
+        t2 = time.perf_counter()
+        golds = [a for a in batch["answer"] for _ in range(self.n)]
+        rollout.rewards = self.score(rollout.texts, golds)
+        t3 = time.perf_counter()
+        batch["rollout"] = rollout
+        tokens = float(rollout.response_lengths.sum())
+        pl_module.log("perf/sync_s", t1 - t0, on_step=True)
+        pl_module.log("perf/generate_s", t2 - t1, on_step=True)
+        pl_module.log("perf/reward_s", t3 - t2, on_step=True)
+        pl_module.log("perf/generate_tokens_per_s", tokens / max(t2 - t1, 1e-9), on_step=True)

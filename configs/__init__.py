@@ -1,0 +1,1 @@
+"""Hydra config groups, shipped as `nsr_lightning.configs`."""

@@ -1,0 +1,164 @@
+"""Command line: Hydra composition and instantiation, nothing else.
+
+`python -m nsr_lightning fit [overrides]`. The Hydra compose API is used (not @hydra.main), so
+`fit` can stand before the overrides, the working directory never changes, and Lightning's
+multi-process launcher can re-run the same command line in its child processes.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+import time
+from pathlib import Path
+
+USAGE = """usage: python -m nsr_lightning fit [group=option ...] [key=value ...] [--cfg]
+
+  objective=nsr|psr|w_reinforce|reinforce   the learning signal (default nsr)
+  objective.lambda_pos=0.25                 W-REINFORCE's positive weight (and any other knob)
+  trainer.max_steps=1 trainer.devices=2     any lightning.Trainer argument
+  logger=csv|wandb|none   callbacks=default|none   run_dir=PATH   seed=N
+  --cfg                                     print the composed config and exit
+Config groups live in nsr_lightning/configs/ (see README)."""
+
+COMMANDS = ("fit",)
+RUN_DIR_ENV = "NSR_LIGHTNING_RUN_DIR"  # shared with Lightning's child processes
+
+
+def _register_resolvers() -> None:
+    from omegaconf import OmegaConf
+
+    from nsr_lightning.models import ASSETS
+
+    if not OmegaConf.has_resolver("nsr_asset"):
+        OmegaConf.register_new_resolver("nsr_asset", lambda name: str(ASSETS / name))
+
+
+def compose(command: str, overrides: list[str]):
+    """The composed config for `command`, with run_dir decided (and shared with child ranks)."""
+    from hydra import compose as hydra_compose
+    from hydra import initialize_config_module
+    from omegaconf import open_dict
+
+    _register_resolvers()
+    with initialize_config_module(config_module="nsr_lightning.configs", version_base="1.3"):
+        cfg = hydra_compose(config_name=command, overrides=overrides)
+    run_dir = (
+        cfg.get("run_dir") or os.environ.get(RUN_DIR_ENV) or f"runs/{time.strftime('%Y-%m-%d_%H-%M-%S')}"
+    )
+    run_dir = str(Path(run_dir).expanduser().resolve())
+    os.environ[RUN_DIR_ENV] = run_dir
+    with open_dict(cfg):
+        cfg.run_dir = run_dir
+    return cfg
+
+
+def build_fit(cfg):
+    """Instantiate everything `fit` needs; user errors surface here, before any training."""
+    import lightning as L
+    from hydra.utils import instantiate
+    from omegaconf import OmegaConf
+
+    from nsr_lightning.callbacks import RolloutCallback
+    from nsr_lightning.models import load_tokenizer
+    from nsr_lightning.module import RLVRModule
+
+    L.seed_everything(cfg.seed, workers=True, verbose=False)
+    tokenizer = load_tokenizer(cfg.model.path)
+    objective = instantiate(cfg.objective)
+    datamodule = instantiate(cfg.data, tokenizer=tokenizer)
+    engine = instantiate(cfg.rollout.engine, tokenizer=tokenizer)
+    reward = instantiate(cfg.reward)
+    rollout = RolloutCallback(
+        engine, reward, n=cfg.rollout.n, sampling=OmegaConf.to_container(cfg.rollout.sampling), seed=cfg.seed
+    )
+    callbacks = [rollout] + [instantiate(c) for c in cfg.callbacks.values()]
+    loggers = [instantiate(c) for c in cfg.logger.values()]
+    algo = OmegaConf.to_container(cfg.algo)
+    module = RLVRModule(
+        model_path=cfg.model.path, dtype=cfg.model.dtype, objective=objective, seed=cfg.seed, **algo
+    )
+    trainer_args = OmegaConf.to_container(cfg.trainer)
+    trainer = L.Trainer(
+        **trainer_args, logger=loggers or False, callbacks=callbacks, default_root_dir=cfg.run_dir
+    )
+    return trainer, module, datamodule
+
+
+def run_fit(cfg) -> None:
+    from omegaconf import OmegaConf
+
+    trainer, module, datamodule = build_fit_checked(cfg)
+    if trainer.is_global_zero:
+        os.makedirs(cfg.run_dir, exist_ok=True)
+        OmegaConf.save(cfg, os.path.join(cfg.run_dir, "config.yaml"))
+        print(f"objective: {module.objective.name} {module.objective.config()}", flush=True)
+    for logger in trainer.loggers:
+        logger.log_hyperparams({"objective": module.objective.config(), **OmegaConf.to_container(cfg)})
+    trainer.fit(module, datamodule=datamodule)
+    if trainer.is_global_zero:
+        final = os.path.join(cfg.run_dir, "final_model")
+        module.model.save_pretrained(final)
+        datamodule.tokenizer.save_pretrained(final)
+        print(f"\nlogs:        {cfg.run_dir}", flush=True)
+        for logger in trainer.loggers:
+            print(
+                f"  {type(logger).__name__:<12} {logger.log_dir if hasattr(logger, 'log_dir') else logger.save_dir}"
+            )
+        print(f"final model: {final}", flush=True)
+
+
+class _BuildError(Exception):
+    pass
+
+
+def build_fit_checked(cfg):
+    from hydra.errors import HydraException
+    from omegaconf.errors import OmegaConfBaseException
+
+    from nsr_lightning.errors import UserError
+
+    try:
+        return build_fit(cfg)
+    except (UserError, ValueError, TypeError, HydraException, OmegaConfBaseException) as e:
+        raise _BuildError(_one_message(e)) from None
+
+
+def _one_message(e: BaseException) -> str:
+    """The innermost user-facing message (Hydra wraps constructor errors)."""
+    while e.__cause__ is not None and isinstance(e.__cause__, (ValueError, TypeError)):
+        e = e.__cause__
+    return str(e).strip()
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else list(argv)
+    if not argv or argv[0] in ("-h", "--help", "help"):
+        print(USAGE)
+        return 0 if argv else 2
+    command, overrides = argv[0], argv[1:]
+    if command not in COMMANDS:
+        print(
+            f"error: unknown command {command!r}; choose one of: {', '.join(COMMANDS)}\n\n{USAGE}",
+            file=sys.stderr,
+        )
+        return 2
+    print_cfg = "--cfg" in overrides
+    overrides = [o for o in overrides if o != "--cfg"]
+    from hydra.errors import HydraException
+    from omegaconf import OmegaConf
+    from omegaconf.errors import OmegaConfBaseException
+
+    try:
+        cfg = compose(command, overrides)
+        if print_cfg:
+            print(OmegaConf.to_yaml(cfg, resolve=True))
+            return 0
+        run_fit(cfg)
+    except _BuildError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    except (HydraException, OmegaConfBaseException) as e:
+        print(f"error: {str(e).strip()}", file=sys.stderr)
+        return 2
+    return 0

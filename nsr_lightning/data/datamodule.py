@@ -1,0 +1,85 @@
+"""The LightningDataModule: batches of prompts (ids, problem text, gold answer) for each RL step."""
+
+from __future__ import annotations
+
+import lightning as L
+from torch.utils.data import DataLoader, Dataset
+
+from nsr_lightning.data.synthetic import Problem, SyntheticTask
+from nsr_lightning.data.templates import build_prompt
+
+
+class ProblemDataset(Dataset):
+    """Map-style view of a task's training problems, tokenised on access."""
+
+    def __init__(self, task: SyntheticTask, size: int, tokenizer, template: str) -> None:
+        self.task, self.size, self.tokenizer, self.template = task, size, tokenizer, template
+
+    def __len__(self) -> int:
+        return self.size
+
+    def __getitem__(self, index: int) -> dict:
+        problem = self.task.train_problem(index)
+        return encode(problem, self.tokenizer, self.template)
+
+
+def encode(problem: Problem, tokenizer, template: str) -> dict:
+    return {
+        "id": problem.id,
+        "problem": problem.question,
+        "answer": problem.answer,
+        "prompt_ids": build_prompt(tokenizer, problem.question, template),
+    }
+
+
+def collate(rows: list[dict]) -> dict:
+    """Lists, not tensors: prompts have different lengths; engines pad them."""
+    return {key: [row[key] for row in rows] for key in rows[0]}
+
+
+class SyntheticDataModule(L.LightningDataModule):
+    """The embedded signed-sum task (nsr_lightning.data.synthetic) with a held-out split."""
+
+    def __init__(
+        self,
+        tokenizer,
+        *,
+        batch_size: int = 32,
+        num_train_problems: int = 100_000,
+        num_heldout_problems: int = 64,
+        template: str = "chat",
+        min_terms: int = 3,
+        max_terms: int = 5,
+        max_value: int = 20,
+        seed: int = 0,
+        num_workers: int = 0,
+    ) -> None:
+        super().__init__()
+        if batch_size < 1:
+            raise ValueError(f"data.batch_size must be >= 1; got {batch_size}")
+        if num_train_problems < batch_size:
+            raise ValueError(f"data.num_train_problems must be >= data.batch_size; got {num_train_problems}")
+        self.tokenizer = tokenizer
+        self.batch_size = batch_size
+        self.num_train_problems = num_train_problems
+        self.num_heldout_problems = num_heldout_problems
+        self.template = template
+        self.num_workers = num_workers
+        self.task = SyntheticTask(min_terms=min_terms, max_terms=max_terms, max_value=max_value, seed=seed)
+        build_prompt(tokenizer, "1+1", template)  # fail now, not mid-run, on a bad template
+
+    def train_dataloader(self) -> DataLoader:
+        ds = ProblemDataset(self.task, self.num_train_problems, self.tokenizer, self.template)
+        return DataLoader(
+            ds,
+            batch_size=self.batch_size,
+            shuffle=True,
+            drop_last=True,
+            collate_fn=collate,
+            num_workers=self.num_workers,
+        )
+
+    def heldout(self) -> dict[str, list[dict]]:
+        """Held-out problems per data set name, encoded like training rows."""
+        problems = self.task.heldout_problems(self.num_heldout_problems)
+        return {"synthetic": [encode(p, self.tokenizer, self.template) for p in problems]}

@@ -1,0 +1,4 @@
+from nsr_lightning.metrics.pass_at_k import ks_for, pass_at_k, pass_at_k_table
+from nsr_lightning.metrics.rollout import RatioMetric, group_outcomes
+
+__all__ = ["RatioMetric", "group_outcomes", "ks_for", "pass_at_k", "pass_at_k_table"]

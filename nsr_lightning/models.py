@@ -1,0 +1,58 @@
+"""Loading the policy and tokenizer: the embedded tiny model, a local path, or a hub id."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import torch
+from transformers import AutoModelForCausalLM, AutoTokenizer, PreTrainedModel
+
+from nsr_lightning.errors import UserError
+
+ASSETS = Path(__file__).parent / "assets"
+TINY_MODEL = ASSETS / "tiny_model"
+DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
+
+
+def _check_source(path: str) -> tuple[str, bool]:
+    """(path, local_files_only). A path that looks local must exist; a hub id loads from the hub
+    only when the machine is online (HF_HUB_OFFLINE unset)."""
+    p = Path(os.path.expanduser(str(path)))
+    looks_local = (
+        p.is_absolute() or str(path).startswith((".", "~")) or p.exists() or str(path).count("/") != 1
+    )
+    if looks_local:
+        if not p.is_dir():
+            raise UserError(
+                f"model.path: no model directory at {p} (set model.path to a local model or a hub id)"
+            )
+        if not (p / "config.json").is_file():
+            raise UserError(f"model.path: {p} has no config.json; it is not a Hugging Face model directory")
+        return str(p), True
+    return str(path), os.environ.get("HF_HUB_OFFLINE", "0") not in ("0", "", "false")
+
+
+def load_tokenizer(path: str):
+    src, local_only = _check_source(path)
+    try:
+        tok = AutoTokenizer.from_pretrained(src, local_files_only=local_only)
+    except OSError as e:
+        raise UserError(
+            f"model.path: cannot load a tokenizer from {src!r}: {str(e).splitlines()[0]}"
+        ) from None
+    if tok.pad_token_id is None:
+        tok.pad_token = tok.eos_token
+    return tok
+
+
+def load_policy(path: str, dtype: str = "float32") -> PreTrainedModel:
+    """The causal LM in train mode (from_pretrained returns eval mode; Lightning keeps it)."""
+    if dtype not in DTYPES:
+        raise UserError(f"model.dtype must be one of {', '.join(DTYPES)}; got {dtype!r}")
+    src, local_only = _check_source(path)
+    try:
+        model = AutoModelForCausalLM.from_pretrained(src, dtype=DTYPES[dtype], local_files_only=local_only)
+    except OSError as e:
+        raise UserError(f"model.path: cannot load a model from {src!r}: {str(e).splitlines()[0]}") from None
+    return model.train()

@@ -1,0 +1,201 @@
+"""RLVRModule: rollout batch -> log-probabilities -> objective -> optimizer updates.
+
+Manual optimization: each RL step is one Lightning training step (one `global_step`), inside
+which the kept samples are split into mini-batches and visited for `ppo_epochs` epochs, one
+optimizer update per mini-batch (PPO, Schulman et al. 2017; the paper's setting: 4 updates per
+step). Rollouts arrive in `batch["rollout"]`, filled by `RolloutCallback` just before this step.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+
+import lightning as L
+import torch
+from torch import Tensor
+
+from nsr_lightning.logprobs import response_logprobs
+from nsr_lightning.metrics import RatioMetric, group_outcomes
+from nsr_lightning.models import load_policy
+from nsr_lightning.objectives import Objective, is_correct
+from nsr_lightning.rollout import RolloutBatch
+
+RATIO_METRICS = (
+    "rollout/correct_ratio",
+    "rollout/fully_solved_ratio",
+    "rollout/fully_unsolved_ratio",
+    "rollout/response_length",
+    "rollout/truncated_ratio",
+    "train/samples_kept_ratio",
+    "train/entropy",
+    "train/clip_fraction",
+    "train/clip_fraction_low",
+    "train/clip_fraction_high",
+    "train/approx_kl_old",
+)
+
+
+class RLVRModule(L.LightningModule):
+    def __init__(
+        self,
+        *,
+        model_path: str,
+        objective: Objective,
+        dtype: str = "float32",
+        lr: float = 1e-6,
+        weight_decay: float = 0.01,
+        betas: tuple[float, float] = (0.9, 0.999),
+        mini_batch_size: int = 0,
+        ppo_epochs: int = 1,
+        max_grad_norm: float = 1.0,
+        logprob_chunk_size: int = 64,
+        gradient_checkpointing: bool = False,
+        seed: int = 0,
+    ) -> None:
+        super().__init__()
+        if lr <= 0 or not math.isfinite(lr):
+            raise ValueError(f"algo.lr must be a positive number; got {lr}")
+        if weight_decay < 0:
+            raise ValueError(f"algo.weight_decay must be >= 0; got {weight_decay}")
+        if mini_batch_size < 0:
+            raise ValueError(
+                f"algo.mini_batch_size must be >= 0 (0 = the whole batch); got {mini_batch_size}"
+            )
+        if ppo_epochs < 1:
+            raise ValueError(f"algo.ppo_epochs must be >= 1; got {ppo_epochs}")
+        if max_grad_norm <= 0:
+            raise ValueError(f"algo.max_grad_norm must be > 0; got {max_grad_norm}")
+        self.save_hyperparameters(ignore=["objective"])
+        self.automatic_optimization = False
+        self.objective = objective
+        self.model = load_policy(model_path, dtype)
+        if gradient_checkpointing:
+            self.model.gradient_checkpointing_enable()
+        self.step_metrics = torch.nn.ModuleDict(
+            {name.replace("/", "__"): RatioMetric() for name in RATIO_METRICS}
+        )
+
+    # ---- optimisation -------------------------------------------------------------------------
+    def configure_optimizers(self):
+        hp = self.hparams
+        return torch.optim.AdamW(
+            self.model.parameters(), lr=hp.lr, weight_decay=hp.weight_decay, betas=tuple(hp.betas)
+        )
+
+    def _metric(self, name: str) -> RatioMetric:
+        return self.step_metrics[name.replace("/", "__")]
+
+    def _sync_max(self, value: int) -> int:
+        """Max of an int over data-parallel ranks, so every rank runs the same number of updates."""
+        if self.trainer.world_size == 1:
+            return value
+        t = torch.tensor(value, device=self.device, dtype=torch.long)
+        return int(self.trainer.strategy.reduce(t, reduce_op="max").item())
+
+    def training_step(self, batch: dict, batch_idx: int) -> None:
+        rollout: RolloutBatch = batch["rollout"].to(self.device)
+        t0 = time.perf_counter()
+        rewards = rollout.rewards
+        correct = is_correct(rewards)
+        n_groups, solved, unsolved = group_outcomes(correct, rollout.group_ids)
+        self._metric("rollout/correct_ratio").update(correct.sum(), len(correct))
+        self._metric("rollout/fully_solved_ratio").update(solved, n_groups)
+        self._metric("rollout/fully_unsolved_ratio").update(unsolved, n_groups)
+        self._metric("rollout/response_length").update(rollout.response_lengths.sum(), len(correct))
+        self._metric("rollout/truncated_ratio").update(rollout.truncated.sum(), len(correct))
+
+        keep = self.objective.keep(rewards, rollout.group_ids)
+        advantages = self.objective.advantages(rewards, rollout.group_ids)
+        kept = keep.nonzero().squeeze(-1)
+        self._metric("train/samples_kept_ratio").update(len(kept), len(correct))
+        n_updates, grad_norm = self._update(rollout.select(kept), advantages[kept])
+
+        self.log("train/updates", float(n_updates), on_step=True, prog_bar=False)
+        self.log("train/samples_kept", float(len(kept)), on_step=True)
+        if grad_norm is not None:
+            self.log("train/grad_norm", grad_norm, on_step=True)
+        self.log("perf/train_s", time.perf_counter() - t0, on_step=True)
+        self._log_step_metrics()
+
+    def _update(self, batch: RolloutBatch, advantages: Tensor) -> tuple[int, Tensor | None]:
+        """PPO epochs x mini-batches of updates; returns (updates done, last gradient norm)."""
+        hp = self.hparams
+        opt = self.optimizers()
+        n = len(batch)
+        mb = hp.mini_batch_size or max(n, 1)
+        n_mb = self._sync_max(math.ceil(n / mb))
+        n_updates = hp.ppo_epochs * n_mb
+        if n_updates == 0:  # nothing to learn from on any rank: advance the step, touch nothing
+            opt.zero_grad(set_to_none=True)
+            opt.step()
+            return 0, None
+        old_logprobs = None
+        if n_updates > 1 and n > 0:  # off-policy after the first update: freeze pi_old now
+            with torch.no_grad():
+                old_logprobs, _ = response_logprobs(
+                    self.model, batch, chunk_size=hp.logprob_chunk_size, with_entropy=False
+                )
+        gen = torch.Generator().manual_seed(hp.seed * 1_000_003 + self.global_step)
+        grad_norm, done = None, 0
+        for _ in range(hp.ppo_epochs):
+            order = torch.randperm(n, generator=gen) if n else torch.zeros(0, dtype=torch.long)
+            for i in range(n_mb):
+                idx = order[i * mb : (i + 1) * mb]
+                loss = self._minibatch_loss(batch, advantages, old_logprobs, idx)
+                self.manual_backward(loss)
+                grad_norm = torch.nn.utils.clip_grad_norm_(self.model.parameters(), hp.max_grad_norm)
+                done += 1
+                # Only the last update goes through Lightning, so global_step counts RL steps.
+                (opt.step() if done == n_updates else opt.optimizer.step())
+                opt.zero_grad(set_to_none=True)
+        return n_updates, grad_norm
+
+    def _minibatch_loss(
+        self, batch: RolloutBatch, advantages: Tensor, old_logprobs: Tensor | None, idx: Tensor
+    ) -> Tensor:
+        hp = self.hparams
+        if len(idx) == 0:  # this rank ran out of samples: a zero loss keeps data-parallel ranks in step
+            if len(batch) == 0:
+                p = next(self.model.parameters())
+                dummy = torch.zeros((1, 2), dtype=torch.long, device=p.device)
+                return self.model(input_ids=dummy, use_cache=False).logits.sum() * 0.0
+            idx = torch.zeros(1, dtype=torch.long)
+            zero = True
+        else:
+            zero = False
+        mini = batch.select(idx)
+        need_entropy = True  # entropy is logged every step; it is also the bonus when entropy_coef > 0
+        logprobs, entropy = response_logprobs(
+            self.model, mini, chunk_size=hp.logprob_chunk_size, with_entropy=need_entropy
+        )
+        old = old_logprobs[idx.to(old_logprobs.device)] if old_logprobs is not None else logprobs.detach()
+        mask = mini.response_mask
+        loss, stats = self.objective.loss(
+            logprobs, old, advantages[idx.to(advantages.device)], mask, entropy=entropy
+        )
+        if zero:
+            return loss * 0.0
+        tokens = stats["tokens"]
+        self._metric("train/entropy").update((entropy.detach() * mask).sum(), tokens)
+        self._metric("train/clip_fraction").update(stats["clipped_tokens"], tokens)
+        self._metric("train/clip_fraction_low").update(stats["clipped_low_tokens"], tokens)
+        self._metric("train/clip_fraction_high").update(stats["clipped_high_tokens"], tokens)
+        self._metric("train/approx_kl_old").update(stats["approx_kl_sum"], tokens)
+        self.log("loss/policy", stats["pg_loss"], on_step=True)
+        self.log("loss/total", loss.detach(), on_step=True)
+        return loss
+
+    def _log_step_metrics(self) -> None:
+        """Compute (summed over ranks) and reset every step metric; skip the empty ones."""
+        values = {}
+        for name in RATIO_METRICS:
+            metric = self._metric(name)
+            metric.update(0.0, 0.0)  # marks it updated on every rank, so compute() syncs everywhere
+            value = metric.compute()
+            metric.reset()
+            if not torch.isnan(value):
+                values[name] = value
+        prog = {"rollout/correct_ratio", "train/entropy"}
+        for name, value in values.items():
+            self.log(name, value, on_step=True, prog_bar=name in prog)

@@ -1,0 +1,104 @@
+"""RolloutBatch: what an engine returns, what the objective trains on.
+
+Layout: every row is one sampled response; prompts are left-padded, responses right-padded,
+so `cat(prompt_ids, response_ids)` is a contiguous sequence per row.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field, fields, replace
+
+import torch
+from torch import Tensor
+
+
+@dataclass(frozen=True)
+class SamplingConfig:
+    """Sampling settings shared by every engine. temperature 0 means greedy."""
+
+    temperature: float = 1.0
+    top_p: float = 1.0
+    top_k: int = 0
+    max_new_tokens: int = 64
+
+    def __post_init__(self) -> None:
+        if self.temperature < 0:
+            raise ValueError(f"rollout.sampling.temperature must be >= 0; got {self.temperature}")
+        if not 0 < self.top_p <= 1:
+            raise ValueError(f"rollout.sampling.top_p must be in (0, 1]; got {self.top_p}")
+        if self.top_k < 0:
+            raise ValueError(f"rollout.sampling.top_k must be >= 0 (0 = off); got {self.top_k}")
+        if self.max_new_tokens < 1:
+            raise ValueError(f"rollout.sampling.max_new_tokens must be >= 1; got {self.max_new_tokens}")
+
+
+@dataclass
+class RolloutBatch:
+    prompt_ids: Tensor  # (N, P) left-padded
+    prompt_mask: Tensor  # (N, P) 1 on real prompt tokens
+    response_ids: Tensor  # (N, R) right-padded
+    response_mask: Tensor  # (N, R) 1 on response tokens up to and including EOS
+    group_ids: Tensor  # (N,) index of the prompt each response answers
+    truncated: Tensor  # (N,) bool: no EOS within max_new_tokens
+    texts: list[str] = field(default_factory=list)  # decoded responses, N
+    rewards: Tensor | None = None  # (N,)
+    sampler_logprobs: Tensor | None = None  # (N, R) the engine's logprobs of the sampled tokens
+
+    def __len__(self) -> int:
+        return self.response_ids.shape[0]
+
+    @property
+    def input_ids(self) -> Tensor:  # (N, P + R)
+        return torch.cat([self.prompt_ids, self.response_ids], dim=1)
+
+    @property
+    def attention_mask(self) -> Tensor:  # (N, P + R)
+        return torch.cat([self.prompt_mask, self.response_mask], dim=1)
+
+    @property
+    def response_lengths(self) -> Tensor:  # (N,)
+        return self.response_mask.sum(-1)
+
+    def select(self, index: Tensor) -> RolloutBatch:
+        """Rows `index` (a 1-D long tensor) of every per-sample field."""
+        out = {}
+        for f in fields(self):
+            value = getattr(self, f.name)
+            if isinstance(value, Tensor):
+                out[f.name] = value[index.to(value.device)]
+            elif isinstance(value, list):
+                out[f.name] = [value[i] for i in index.tolist()]
+            else:
+                out[f.name] = value
+        return replace(self, **out)
+
+    def to(self, device: torch.device | str) -> RolloutBatch:
+        return replace(
+            self,
+            **{
+                f.name: getattr(self, f.name).to(device)
+                for f in fields(self)
+                if isinstance(getattr(self, f.name), Tensor)
+            },
+        )
+
+
+def response_mask_from_ids(response_ids: Tensor, eos_token_id: int | list[int]) -> tuple[Tensor, Tensor]:
+    """Mask (N, R) of tokens up to and including the first EOS, and a truncated flag (N,)."""
+    eos_ids = torch.as_tensor(eos_token_id if isinstance(eos_token_id, list) else [eos_token_id])
+    is_eos = torch.isin(response_ids, eos_ids.to(response_ids.device))  # (N, R)
+    seen_before = (is_eos.cumsum(-1) - is_eos.long()) > 0  # an EOS strictly earlier
+    mask = (~seen_before).long()
+    truncated = ~is_eos.any(-1)
+    return mask, truncated
+
+
+def pad_stack(rows: list[Tensor], pad: int, left: bool) -> Tensor:
+    """Stack 1-D or 2-D (rows, L) tensors of different lengths along dim 0, padding the last dim."""
+    rows = [r if r.dim() == 2 else r.unsqueeze(0) for r in rows]
+    width = max(r.shape[1] for r in rows)
+    padded = []
+    for r in rows:
+        extra = r.new_full((r.shape[0], width - r.shape[1]), pad)
+        padded.append(torch.cat([extra, r] if left else [r, extra], dim=1))
+    return torch.cat(padded, dim=0)

@@ -1,0 +1,88 @@
+"""The Hugging Face `generate` engine: the default, runs anywhere (CPU included)."""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from nsr_lightning.rollout.batch import RolloutBatch, SamplingConfig, pad_stack, response_mask_from_ids
+
+
+class HFEngine:
+    """Samples with the training model itself; weight sync is a no-op (it *is* the policy).
+
+    batch_size bounds the number of sequences per `generate` call (prompts x n).
+    """
+
+    name = "hf"
+
+    def __init__(self, tokenizer, *, batch_size: int = 512) -> None:
+        if batch_size < 1:
+            raise ValueError(f"rollout.engine.batch_size must be >= 1; got {batch_size}")
+        self.tokenizer = tokenizer
+        self.batch_size = int(batch_size)
+        if tokenizer.pad_token_id is None or tokenizer.eos_token_id is None:
+            raise ValueError("the tokenizer needs a pad token and an EOS token")
+        self.pad_id = int(tokenizer.pad_token_id)
+        self.eos_id = int(tokenizer.eos_token_id)
+
+    def sync_weights(self, model: nn.Module) -> None:
+        """Nothing to do: generation runs on the training model."""
+
+    @torch.no_grad()
+    def generate(
+        self, model: nn.Module, prompts: list[list[int]], *, n: int, sampling: SamplingConfig, seed: int
+    ) -> RolloutBatch:
+        """n responses per prompt; the random stream is a function of `seed` only."""
+        if not prompts:
+            raise ValueError("generate() needs at least one prompt")
+        device = next(model.parameters()).device
+        was_training = model.training
+        model.eval()
+        per_call = max(1, self.batch_size // n)
+        prompt_rows, response_rows = [], []
+        devices = [device] if device.type == "cuda" else []
+        try:
+            with torch.random.fork_rng(devices=devices):
+                torch.manual_seed(seed)
+                for start in range(0, len(prompts), per_call):
+                    chunk = [torch.tensor(p, dtype=torch.long) for p in prompts[start : start + per_call]]
+                    input_ids = pad_stack(chunk, self.pad_id, left=True).to(device)  # (b, P)
+                    attn = pad_stack([torch.ones_like(p) for p in chunk], 0, left=True).to(device)
+                    out = model.generate(
+                        input_ids=input_ids,
+                        attention_mask=attn,
+                        do_sample=sampling.temperature > 0,
+                        temperature=sampling.temperature if sampling.temperature > 0 else None,
+                        top_p=sampling.top_p if sampling.temperature > 0 else None,
+                        top_k=sampling.top_k if sampling.temperature > 0 else None,
+                        max_new_tokens=sampling.max_new_tokens,
+                        num_return_sequences=n,
+                        pad_token_id=self.pad_id,
+                        eos_token_id=self.eos_id,
+                        use_cache=True,
+                    )  # (b * n, P + R)
+                    prompt_rows.append(input_ids.repeat_interleave(n, dim=0).cpu())
+                    response_rows.append(out[:, input_ids.shape[1] :].cpu())
+        finally:
+            model.train(was_training)
+        prompt_ids = pad_stack(prompt_rows, self.pad_id, left=True)  # (N, P)
+        response_ids = pad_stack(response_rows, self.pad_id, left=False)  # (N, R)
+        prompt_mask = pad_stack(
+            [torch.ones(len(p), dtype=torch.long) for p in prompts for _ in range(n)], 0, left=True
+        )
+        response_mask, truncated = response_mask_from_ids(response_ids, self.eos_id)
+        response_ids = response_ids.masked_fill(response_mask == 0, self.pad_id)
+        texts = self.tokenizer.batch_decode(
+            [r[m.bool()].tolist() for r, m in zip(response_ids, response_mask, strict=True)], skip_special_tokens=True
+        )
+        group_ids = torch.arange(len(prompts)).repeat_interleave(n)
+        return RolloutBatch(
+            prompt_ids=prompt_ids,
+            prompt_mask=prompt_mask,
+            response_ids=response_ids,
+            response_mask=response_mask,
+            group_ids=group_ids,
+            truncated=truncated,
+            texts=texts,
+        )
