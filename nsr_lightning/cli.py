@@ -43,9 +43,9 @@ def compose(command: str, overrides: list[str]):
     _register_resolvers()
     with initialize_config_module(config_module="nsr_lightning.configs", version_base="1.3"):
         cfg = hydra_compose(config_name=command, overrides=overrides)
-    run_dir = (
-        cfg.get("run_dir") or os.environ.get(RUN_DIR_ENV) or f"runs/{time.strftime('%Y-%m-%d_%H-%M-%S')}"
-    )
+    # Lightning's child processes (LOCAL_RANK set) reuse the parent's folder; a fresh run gets its own.
+    inherited = os.environ.get(RUN_DIR_ENV) if "LOCAL_RANK" in os.environ else None
+    run_dir = cfg.get("run_dir") or inherited or f"runs/{time.strftime('%Y-%m-%d_%H-%M-%S')}"
     run_dir = str(Path(run_dir).expanduser().resolve())
     os.environ[RUN_DIR_ENV] = run_dir
     with open_dict(cfg):

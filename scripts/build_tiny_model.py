@@ -139,8 +139,11 @@ def pretrain(model, tokenizer, task, *, steps: int, batch_size: int, lr: float, 
         sched.step()
         running += loss.item()
         if (step + 1) % 50 == 0 or step + 1 == steps:
-            print(f"step {step + 1}/{steps} loss {running / 50:.4f} lr {sched.get_last_lr()[0]:.2e} "
-                  f"{time.time() - t0:.0f}s", flush=True)
+            print(
+                f"step {step + 1}/{steps} loss {running / 50:.4f} lr {sched.get_last_lr()[0]:.2e} "
+                f"{time.time() - t0:.0f}s",
+                flush=True,
+            )
             running = 0.0
     model.eval()
 
@@ -154,7 +157,7 @@ def evaluate(model, tokenizer, task, *, problems: int, n: int, chunk: int, seed:
     heldout = task.heldout_problems(problems)
     max_new = max_response_tokens(task) + 4
     torch.manual_seed(seed)
-    counts, lengths, t0 = [], [], time.time()
+    counts, lengths, examples, t0 = [], [], [], time.time()
     for start in range(0, len(heldout), chunk):
         group = heldout[start : start + chunk]
         enc = tokenizer([prompt_of(tokenizer, p.question) for p in group], return_tensors="pt", padding=True)
@@ -171,6 +174,7 @@ def evaluate(model, tokenizer, task, *, problems: int, n: int, chunk: int, seed:
         )
         gen = out[:, enc["input_ids"].shape[1] :]
         texts = tokenizer.batch_decode(gen, skip_special_tokens=True)
+        examples += [(p.question, texts[j * n]) for j, p in enumerate(group)][: 2 - len(examples)]
         for row in gen.tolist():
             ends = [i for i, t in enumerate(row) if t == tokenizer.eos_token_id]
             lengths.append(ends[0] + 1 if ends else len(row))
@@ -192,8 +196,7 @@ def evaluate(model, tokenizer, task, *, problems: int, n: int, chunk: int, seed:
         "solved_at_least_once": sum(c > 0 for _, c in counts),
         "eval_seconds": round(time.time() - t0, 1),
         "torch_threads": torch.get_num_threads(),
-        "example_prompt": prompt_of(tokenizer, heldout[0].question),
-        "example_response": texts[0] if heldout else "",
+        "examples": [{"prompt": prompt_of(tokenizer, q), "response": r} for q, r in examples],
     }
 
 
@@ -217,6 +220,8 @@ def save(model, tokenizer, out: Path) -> None:
     cfg["chat_template"] = CHAT_TEMPLATE
     cfg_path.write_text(json.dumps(cfg, indent=2, sort_keys=True) + "\n")
     (out / "chat_template.jinja").unlink(missing_ok=True)
+    for f in out.iterdir():
+        f.chmod(0o644)
 
 
 def check_tokenizer(out: Path, task: SyntheticTask) -> None:
@@ -236,11 +241,13 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--out", type=Path, default=DEFAULT_OUT, help="output model directory")
     ap.add_argument("--eval-only", action="store_true", help="only re-measure the model in --out")
-    ap.add_argument("--steps", type=int, default=600)
+    ap.add_argument("--steps", type=int, default=750)
     ap.add_argument("--batch-size", type=int, default=64)
     ap.add_argument("--lr", type=float, default=3e-3)
     ap.add_argument("--seed", type=int, default=0)
-    ap.add_argument("--threads", type=int, default=1, help="torch threads (fixed for bitwise reproducibility)")
+    ap.add_argument(
+        "--threads", type=int, default=1, help="torch threads (fixed for bitwise reproducibility)"
+    )
     ap.add_argument("--eval-problems", type=int, default=128)
     ap.add_argument("--eval-n", type=int, default=64)
     ap.add_argument("--eval-chunk", type=int, default=8, help="problems per generate call")
@@ -259,20 +266,35 @@ def main() -> None:
         torch.manual_seed(args.seed)
         model = build_model(tokenizer)
         print(f"{task!r}; model params {sum(p.numel() for p in model.parameters()):,}", flush=True)
-        pretrain(model, tokenizer, task, steps=args.steps, batch_size=args.batch_size, lr=args.lr, seed=args.seed)
+        pretrain(
+            model, tokenizer, task, steps=args.steps, batch_size=args.batch_size, lr=args.lr, seed=args.seed
+        )
         save(model, tokenizer, args.out)
         check_tokenizer(args.out, task)
         build_seconds = round(time.time() - t0, 1)
         digest = hashlib.sha256((args.out / "model.safetensors").read_bytes()).hexdigest()
         print(f"saved to {args.out} in {build_seconds}s; model.safetensors sha256 {digest}", flush=True)
     report = evaluate(
-        model, tokenizer, task, problems=args.eval_problems, n=args.eval_n, chunk=args.eval_chunk, seed=args.seed
+        model,
+        tokenizer,
+        task,
+        problems=args.eval_problems,
+        n=args.eval_n,
+        chunk=args.eval_chunk,
+        seed=args.seed,
     )
     report["model_params"] = sum(p.numel() for p in model.parameters())
-    report["model_safetensors_sha256"] = hashlib.sha256((args.out / "model.safetensors").read_bytes()).hexdigest()
+    report["model_safetensors_sha256"] = hashlib.sha256(
+        (args.out / "model.safetensors").read_bytes()
+    ).hexdigest()
     report["model_dir_bytes"] = sum(f.stat().st_size for f in args.out.iterdir() if f.is_file())
     if build_seconds is not None:
-        report["pretrain"] = {"steps": args.steps, "batch_size": args.batch_size, "lr": args.lr, "seed": args.seed}
+        report["pretrain"] = {
+            "steps": args.steps,
+            "batch_size": args.batch_size,
+            "lr": args.lr,
+            "seed": args.seed,
+        }
         report["build_seconds"] = build_seconds
     else:
         previous = args.out / "prior_eval.json"

@@ -73,7 +73,7 @@ class SyntheticReward:
                 f"SyntheticReward: got {len(responses)} responses but {len(golds)} golds; they must match"
             )
         out = []
-        for response, gold in zip(responses, golds):
+        for response, gold in zip(responses, golds, strict=True):
             gold_int = parse_int_literal(str(gold))
             if gold_int is None:
                 raise ValueError(f"SyntheticReward: gold answer {gold!r} is not an integer literal")

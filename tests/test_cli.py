@@ -1,0 +1,132 @@
+"""The command line: one step per objective config, overrides, clear errors, DDP on 2 processes."""
+
+import csv
+import json
+import os
+import subprocess
+import sys
+from importlib.resources import files
+from pathlib import Path
+
+import pytest
+import yaml
+
+from nsr_lightning.cli import main
+
+OBJECTIVES = sorted(p.name[:-5] for p in files("nsr_lightning.configs").joinpath("objective").iterdir() if p.name.endswith(".yaml"))
+
+
+def metrics_rows(run_dir: Path) -> list[dict]:
+    (path,) = run_dir.glob("csv/version_*/metrics.csv")
+    return list(csv.DictReader(path.open()))
+
+
+def run_cli(args, timeout=300, env=None):
+    return subprocess.run(
+        [sys.executable, "-m", "nsr_lightning", *args],
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        env={**os.environ, **(env or {})},
+    )
+
+
+def test_every_objective_config_is_known():
+    assert {"psr", "nsr", "w_reinforce", "reinforce"} <= set(OBJECTIVES)
+
+
+@pytest.mark.parametrize("objective", OBJECTIVES)
+def test_one_step_per_objective(objective, fast_overrides, tmp_path):
+    assert main(["fit", f"objective={objective}", *fast_overrides]) == 0
+    run = tmp_path / "run"
+    rows = metrics_rows(run)
+    train = [r for r in rows if r.get("train/updates")]
+    assert len(train) == 1  # max_steps counts RL steps, not optimizer updates
+    assert float(train[0]["rollout/correct_ratio"]) >= 0
+    assert (run / "final_model" / "model.safetensors").is_file()
+    history = json.loads(next(run.glob("csv/version_*/pass_at_k.json")).read_text())
+    assert [h["tag"] for h in history] == ["before", "after"]
+    saved = yaml.safe_load((run / "config.yaml").read_text())
+    assert saved["objective"]["name"] == objective
+
+
+def test_lambda_override_and_minibatches(fast_overrides, tmp_path):
+    args = ["fit", "objective=w_reinforce", "objective.lambda_pos=0.25", "algo.mini_batch_size=8", "algo.ppo_epochs=2"]
+    assert main([*args, *fast_overrides]) == 0
+    run = tmp_path / "run"
+    saved = yaml.safe_load((run / "config.yaml").read_text())
+    assert saved["objective"]["lambda_pos"] == 0.25
+    (train,) = [r for r in metrics_rows(run) if r.get("train/updates")]
+    # 4 prompts x 4 samples, all kept by W-REINFORCE: 2 mini-batches x 2 epochs = 4 updates, one step
+    assert float(train["train/updates"]) == 4
+    assert float(train["train/samples_kept"]) == 16
+    assert int(train["step"]) == 0
+
+
+def test_print_config(capsys):
+    assert main(["fit", "objective=psr", "--cfg"]) == 0
+    out = capsys.readouterr().out
+    assert "lambda_pos: 1.0" in out and "lambda_neg: 0.0" in out
+
+
+def test_unknown_objective_is_one_clear_error():
+    proc = run_cli(["fit", "objective=nope"], timeout=120)
+    assert proc.returncode == 2
+    assert "Traceback" not in proc.stderr
+    assert "objective/nope" in proc.stderr and "nsr" in proc.stderr and "w_reinforce" in proc.stderr
+
+
+def test_missing_model_path_is_one_clear_error(tmp_path, capsys):
+    missing = tmp_path / "no_such_model"
+    assert main(["fit", f"model.path={missing}", f"run_dir={tmp_path}"]) == 2
+    err = capsys.readouterr().err
+    assert "model.path" in err and str(missing) in err
+
+
+@pytest.mark.parametrize(
+    "override, key",
+    [
+        ("algo.lr=-1", "algo.lr"),
+        ("algo.ppo_epochs=0", "algo.ppo_epochs"),
+        ("objective.lambda_pos=-0.5", "lambda_pos"),
+        ("objective.loss_agg_mode=sum", "loss_agg_mode"),
+        ("rollout.n=0", "rollout.n"),
+        ("rollout.sampling.top_p=0", "top_p"),
+        ("data.template=nope", "data.template"),
+        ("trainer.nope=1", "nope"),
+    ],
+)
+def test_bad_config_values_are_refused(override, key, tmp_path, capsys):
+    assert main(["fit", override, f"run_dir={tmp_path}"]) == 2
+    err = capsys.readouterr().err
+    assert key in err and "Traceback" not in err
+
+
+def test_unknown_command(capsys):
+    assert main(["train"]) == 2
+    assert "unknown command" in capsys.readouterr().err
+
+
+def test_ddp_two_processes(tmp_path):
+    """2-process CPU DDP (gloo) through Lightning's own launcher, as a subprocess."""
+    run = tmp_path / "run"
+    args = ["fit", "trainer.devices=2", "trainer.strategy=ddp", "trainer.max_steps=2", "trainer.enable_checkpointing=false"]
+    args += ["data.batch_size=2", "data.num_heldout_problems=3", "rollout.n=4", "rollout.sampling.max_new_tokens=40"]
+    args += ["callbacks.pass_at_k.n=4", f"run_dir={run}"]
+    proc = run_cli(args, timeout=600)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    train = [r for r in metrics_rows(run) if r.get("train/updates")]
+    assert len(train) == 2
+    # 2 ranks x 2 prompts x 4 samples: the ratio metrics are summed over both ranks
+    assert all(0 <= float(r["rollout/correct_ratio"]) <= 1 for r in train)
+    history = json.loads(next(run.glob("csv/version_*/pass_at_k.json")).read_text())
+    assert len(history) == 2 and set(history[0]["pass@k"]) == {"1", "2", "4"}
+
+
+def test_wandb_offline(tmp_path):
+    run = tmp_path / "run"
+    proc = run_cli(["fit", "logger=wandb", *[a for a in __import__("conftest").FAST], f"run_dir={run}"],
+                   env={"WANDB_MODE": "offline"})
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    offline = list((run / "wandb").glob("offline-run-*"))
+    assert offline and list(offline[0].glob("*.wandb"))
