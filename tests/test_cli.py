@@ -11,6 +11,8 @@ from pathlib import Path
 import pytest
 import yaml
 
+from conftest import FAST
+
 from nsr_lightning.cli import main
 
 OBJECTIVES = sorted(p.name[:-5] for p in files("nsr_lightning.configs").joinpath("objective").iterdir() if p.name.endswith(".yaml"))
@@ -125,8 +127,10 @@ def test_ddp_two_processes(tmp_path):
 
 def test_wandb_offline(tmp_path):
     run = tmp_path / "run"
-    proc = run_cli(["fit", "logger=wandb", *[a for a in __import__("conftest").FAST], f"run_dir={run}"],
-                   env={"WANDB_MODE": "offline"})
+    proc = run_cli(["fit", "logger=wandb", *FAST, f"run_dir={run}"], env={"WANDB_MODE": "offline"})
     assert proc.returncode == 0, proc.stderr[-3000:]
     offline = list((run / "wandb").glob("offline-run-*"))
-    assert offline and list(offline[0].glob("*.wandb"))
+    (record,) = offline[0].glob("*.wandb")
+    data = record.read_bytes()
+    for key in (b"val/synthetic/pass@k_curve", b"val/synthetic/pass@k_table", b"rollout/correct_ratio"):
+        assert key in data
