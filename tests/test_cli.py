@@ -10,12 +10,15 @@ from pathlib import Path
 
 import pytest
 import yaml
-
 from conftest import FAST
 
 from nsr_lightning.cli import main
 
-OBJECTIVES = sorted(p.name[:-5] for p in files("nsr_lightning.configs").joinpath("objective").iterdir() if p.name.endswith(".yaml"))
+OBJECTIVES = sorted(
+    p.name[:-5]
+    for p in files("nsr_lightning.configs").joinpath("objective").iterdir()
+    if p.name.endswith(".yaml")
+)
 
 
 def metrics_rows(run_dir: Path) -> list[dict]:
@@ -53,7 +56,13 @@ def test_one_step_per_objective(objective, fast_overrides, tmp_path):
 
 
 def test_lambda_override_and_minibatches(fast_overrides, tmp_path):
-    args = ["fit", "objective=w_reinforce", "objective.lambda_pos=0.25", "algo.mini_batch_size=8", "algo.ppo_epochs=2"]
+    args = [
+        "fit",
+        "objective=w_reinforce",
+        "objective.lambda_pos=0.25",
+        "algo.mini_batch_size=8",
+        "algo.ppo_epochs=2",
+    ]
     assert main([*args, *fast_overrides]) == 0
     run = tmp_path / "run"
     saved = yaml.safe_load((run / "config.yaml").read_text())
@@ -112,8 +121,19 @@ def test_unknown_command(capsys):
 def test_ddp_two_processes(tmp_path):
     """2-process CPU DDP (gloo) through Lightning's own launcher, as a subprocess."""
     run = tmp_path / "run"
-    args = ["fit", "trainer.devices=2", "trainer.strategy=ddp", "trainer.max_steps=2", "trainer.enable_checkpointing=false"]
-    args += ["data.batch_size=2", "data.num_heldout_problems=3", "rollout.n=4", "rollout.sampling.max_new_tokens=40"]
+    args = [
+        "fit",
+        "trainer.devices=2",
+        "trainer.strategy=ddp",
+        "trainer.max_steps=2",
+        "trainer.enable_checkpointing=false",
+    ]
+    args += [
+        "data.batch_size=2",
+        "data.num_heldout_problems=3",
+        "rollout.n=4",
+        "rollout.sampling.max_new_tokens=40",
+    ]
     args += ["callbacks.pass_at_k.n=4", f"run_dir={run}"]
     proc = run_cli(args, timeout=600)
     assert proc.returncode == 0, proc.stderr[-3000:]

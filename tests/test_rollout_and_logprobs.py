@@ -42,7 +42,9 @@ def test_engine_layout_and_seeds(world):
     for row in range(len(a)):  # prompts left-padded and intact, responses decoded from masked ids
         p = a.prompt_ids[row][a.prompt_mask[row].bool()].tolist()
         assert p == prompts[a.group_ids[row]]
-        assert a.texts[row] == tok.decode(a.response_ids[row][a.response_mask[row].bool()], skip_special_tokens=True)
+        assert a.texts[row] == tok.decode(
+            a.response_ids[row][a.response_mask[row].bool()], skip_special_tokens=True
+        )
     assert torch.all(a.response_mask.sum(-1) >= 1)
 
 
@@ -63,7 +65,9 @@ def test_logprobs_match_naive_per_sequence(world):
             assert torch.all(logp[row, len(r) :] == 0)
 
 
-@pytest.mark.parametrize("name, lam_pos, lam_neg, correct", [("psr", 1.0, 0.0, True), ("nsr", 0.0, 1.0, False)])
+@pytest.mark.parametrize(
+    "name, lam_pos, lam_neg, correct", [("psr", 1.0, 0.0, True), ("nsr", 0.0, 1.0, False)]
+)
 def test_one_update_moves_likelihood_the_right_way(world, name, lam_pos, lam_neg, correct):
     """PSR raises the likelihood of the responses it trains on; NSR lowers it (paper, section 4)."""
     tok, prompts = world

@@ -74,7 +74,8 @@ class HFEngine:
         response_mask, truncated = response_mask_from_ids(response_ids, self.eos_id)
         response_ids = response_ids.masked_fill(response_mask == 0, self.pad_id)
         texts = self.tokenizer.batch_decode(
-            [r[m.bool()].tolist() for r, m in zip(response_ids, response_mask, strict=True)], skip_special_tokens=True
+            [r[m.bool()].tolist() for r, m in zip(response_ids, response_mask, strict=True)],
+            skip_special_tokens=True,
         )
         group_ids = torch.arange(len(prompts)).repeat_interleave(n)
         return RolloutBatch(
