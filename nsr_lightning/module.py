@@ -27,6 +27,7 @@ RATIO_METRICS = (
     "rollout/fully_unsolved_ratio",
     "rollout/response_length",
     "rollout/truncated_ratio",
+    "rollout/entropy",
     "train/samples_kept_ratio",
     "train/entropy",
     "train/clip_fraction",
@@ -51,6 +52,7 @@ class RLVRModule(L.LightningModule):
         max_grad_norm: float = 1.0,
         logprob_chunk_size: int = 64,
         gradient_checkpointing: bool = False,
+        entropy_of_all_responses: bool = True,
         seed: int = 0,
     ) -> None:
         super().__init__()
@@ -109,6 +111,13 @@ class RLVRModule(L.LightningModule):
         advantages = self.objective.advantages(rewards, rollout.group_ids)
         kept = keep.nonzero().squeeze(-1)
         self._metric("train/samples_kept_ratio").update(len(kept), len(correct))
+        dropped = (~keep).nonzero().squeeze(-1)
+        if self.hparams.entropy_of_all_responses and len(dropped):
+            with torch.no_grad():  # the responses the objective drops still count in rollout/entropy
+                _, entropy = response_logprobs(
+                    self.model, rollout.select(dropped), chunk_size=self.hparams.logprob_chunk_size
+                )
+            self._metric("rollout/entropy").update(entropy.sum(), rollout.response_mask[dropped].sum())
         n_updates, grad_norm = self._update(rollout.select(kept), advantages[kept])
 
         self.log("train/updates", float(n_updates), on_step=True, prog_bar=False)
@@ -133,16 +142,16 @@ class RLVRModule(L.LightningModule):
         old_logprobs = None
         if n_updates > 1 and n > 0:  # off-policy after the first update: freeze pi_old now
             with torch.no_grad():
-                old_logprobs, _ = response_logprobs(
-                    self.model, batch, chunk_size=hp.logprob_chunk_size, with_entropy=False
-                )
+                old_logprobs, entropy = response_logprobs(self.model, batch, chunk_size=hp.logprob_chunk_size)
+            self._metric("rollout/entropy").update(entropy.sum(), batch.response_mask.sum())
         gen = torch.Generator().manual_seed(hp.seed * 1_000_003 + self.global_step)
         grad_norm, done = None, 0
         for _ in range(hp.ppo_epochs):
             order = torch.randperm(n, generator=gen) if n else torch.zeros(0, dtype=torch.long)
             for i in range(n_mb):
                 idx = order[i * mb : (i + 1) * mb]
-                loss = self._minibatch_loss(batch, advantages, old_logprobs, idx)
+                # with a single update, its forward pass is the pre-update policy: it gives rollout/entropy
+                loss = self._minibatch_loss(batch, advantages, old_logprobs, idx, pre_update=n_updates == 1)
                 self.manual_backward(loss)
                 grad_norm = torch.nn.utils.clip_grad_norm_(self.model.parameters(), hp.max_grad_norm)
                 done += 1
@@ -152,7 +161,12 @@ class RLVRModule(L.LightningModule):
         return n_updates, grad_norm
 
     def _minibatch_loss(
-        self, batch: RolloutBatch, advantages: Tensor, old_logprobs: Tensor | None, idx: Tensor
+        self,
+        batch: RolloutBatch,
+        advantages: Tensor,
+        old_logprobs: Tensor | None,
+        idx: Tensor,
+        pre_update: bool,
     ) -> Tensor:
         hp = self.hparams
         if len(idx) == 0:  # this rank ran out of samples: a zero loss keeps data-parallel ranks in step
@@ -165,10 +179,8 @@ class RLVRModule(L.LightningModule):
         else:
             zero = False
         mini = batch.select(idx)
-        need_entropy = True  # entropy is logged every step; it is also the bonus when entropy_coef > 0
-        logprobs, entropy = response_logprobs(
-            self.model, mini, chunk_size=hp.logprob_chunk_size, with_entropy=need_entropy
-        )
+        # entropy is logged every step; it is also the bonus when entropy_coef > 0
+        logprobs, entropy = response_logprobs(self.model, mini, chunk_size=hp.logprob_chunk_size)
         old = old_logprobs[idx.to(old_logprobs.device)] if old_logprobs is not None else logprobs.detach()
         mask = mini.response_mask
         loss, stats = self.objective.loss(
@@ -177,7 +189,9 @@ class RLVRModule(L.LightningModule):
         if zero:
             return loss * 0.0
         tokens = stats["tokens"]
-        self._metric("train/entropy").update((entropy.detach() * mask).sum(), tokens)
+        self._metric("train/entropy").update(entropy.detach().sum(), tokens)
+        if pre_update:
+            self._metric("rollout/entropy").update(entropy.detach().sum(), tokens)
         self._metric("train/clip_fraction").update(stats["clipped_tokens"], tokens)
         self._metric("train/clip_fraction_low").update(stats["clipped_low_tokens"], tokens)
         self._metric("train/clip_fraction_high").update(stats["clipped_high_tokens"], tokens)
@@ -196,6 +210,6 @@ class RLVRModule(L.LightningModule):
             metric.reset()
             if not torch.isnan(value):
                 values[name] = value
-        prog = {"rollout/correct_ratio", "train/entropy"}
+        prog = {"rollout/correct_ratio", "rollout/entropy"}
         for name, value in values.items():
             self.log(name, value, on_step=True, prog_bar=name in prog)

@@ -154,3 +154,17 @@ def test_wandb_offline(tmp_path):
     data = record.read_bytes()
     for key in (b"val/synthetic/pass@k_curve", b"val/synthetic/pass@k_table", b"rollout/correct_ratio"):
         assert key in data
+
+
+def test_rollout_entropy_covers_every_response(tmp_path):
+    """Same seed, same first rollout: rollout/entropy is the pre-update policy's entropy over all
+    responses, whichever samples the objective trains on; train/entropy covers only the kept ones."""
+    seen = {}
+    for objective in ("psr", "nsr", "reinforce"):
+        run = tmp_path / objective
+        assert main(["fit", f"objective={objective}", *FAST, f"run_dir={run}"]) == 0
+        (row,) = [r for r in metrics_rows(run) if r.get("train/updates")]
+        seen[objective] = (float(row["rollout/entropy"]), float(row["train/entropy"]))
+    ent_all = [v[0] for v in seen.values()]
+    assert max(ent_all) - min(ent_all) < 1e-4 * max(ent_all)
+    assert seen["reinforce"][1] == pytest.approx(seen["reinforce"][0], rel=1e-4)  # keeps everything
