@@ -42,6 +42,12 @@ def compose(command: str, overrides: list[str]):
 
     _register_resolvers()
     with initialize_config_module(config_module="nsr_lightning.configs", version_base="1.3"):
+        listed = hydra_compose(
+            config_name=command, overrides=[o for o in overrides if not o.startswith("trainer.")]
+        )
+        # Any lightning.Trainer argument may be set as trainer.<name>=value, listed in the YAML or not
+        # (an unknown name is then refused by Trainer itself, with its own message).
+        overrides = [_add_unlisted_trainer_key(o, listed.get("trainer", {})) for o in overrides]
         cfg = hydra_compose(config_name=command, overrides=overrides)
     # Lightning's child processes (LOCAL_RANK set) reuse the parent's folder; a fresh run gets its own.
     inherited = os.environ.get(RUN_DIR_ENV) if "LOCAL_RANK" in os.environ else None
@@ -53,9 +59,17 @@ def compose(command: str, overrides: list[str]):
     return cfg
 
 
+def _add_unlisted_trainer_key(override: str, trainer_cfg) -> str:
+    key = override.split("=", 1)[0]
+    if key.startswith("trainer.") and "=" in override and key.split(".")[1] not in trainer_cfg:
+        return "+" + override
+    return override
+
+
 def build_fit(cfg):
     """Instantiate everything `fit` needs; user errors surface here, before any training."""
     import lightning as L
+    import transformers
     from hydra.utils import instantiate
     from omegaconf import OmegaConf
 
@@ -63,6 +77,7 @@ def build_fit(cfg):
     from nsr_lightning.models import load_tokenizer
     from nsr_lightning.module import RLVRModule
 
+    transformers.logging.disable_progress_bar()  # one "Loading weights" bar per rank is noise
     L.seed_everything(cfg.seed, workers=True, verbose=False)
     tokenizer = load_tokenizer(cfg.model.path)
     objective = instantiate(cfg.objective)
@@ -75,20 +90,19 @@ def build_fit(cfg):
     callbacks = [rollout] + [instantiate(c) for c in cfg.callbacks.values()]
     loggers = [instantiate(c) for c in cfg.logger.values()]
     algo = OmegaConf.to_container(cfg.algo)
-    module = RLVRModule(
-        model_path=cfg.model.path, dtype=cfg.model.dtype, objective=objective, seed=cfg.seed, **algo
-    )
     trainer_args = OmegaConf.to_container(cfg.trainer)
     trainer = L.Trainer(
         **trainer_args, logger=loggers or False, callbacks=callbacks, default_root_dir=cfg.run_dir
     )
+    module = RLVRModule(  # last: it loads the weights
+        model_path=cfg.model.path, dtype=cfg.model.dtype, objective=objective, seed=cfg.seed, **algo
+    )
     return trainer, module, datamodule
 
 
-def run_fit(cfg) -> None:
+def run_fit(cfg, trainer, module, datamodule) -> None:
     from omegaconf import OmegaConf
 
-    trainer, module, datamodule = build_fit_checked(cfg)
     if trainer.is_global_zero:
         os.makedirs(cfg.run_dir, exist_ok=True)
         OmegaConf.save(cfg, os.path.join(cfg.run_dir, "config.yaml"))
@@ -102,33 +116,15 @@ def run_fit(cfg) -> None:
         datamodule.tokenizer.save_pretrained(final)
         print(f"\nlogs:        {cfg.run_dir}", flush=True)
         for logger in trainer.loggers:
-            print(
-                f"  {type(logger).__name__:<12} {logger.log_dir if hasattr(logger, 'log_dir') else logger.save_dir}"
-            )
+            print(f"  {type(logger).__name__:<12} {getattr(logger, 'log_dir', None) or logger.save_dir}")
         print(f"final model: {final}", flush=True)
-
-
-class _BuildError(Exception):
-    pass
-
-
-def build_fit_checked(cfg):
-    from hydra.errors import HydraException
-    from omegaconf.errors import OmegaConfBaseException
-
-    from nsr_lightning.errors import UserError
-
-    try:
-        return build_fit(cfg)
-    except (UserError, ValueError, TypeError, HydraException, OmegaConfBaseException) as e:
-        raise _BuildError(_one_message(e)) from None
 
 
 def _one_message(e: BaseException) -> str:
     """The innermost user-facing message (Hydra wraps constructor errors)."""
     while e.__cause__ is not None and isinstance(e.__cause__, (ValueError, TypeError)):
         e = e.__cause__
-    return str(e).strip()
+    return str(e).split("Config search path:")[0].strip()
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -149,16 +145,16 @@ def main(argv: list[str] | None = None) -> int:
     from omegaconf import OmegaConf
     from omegaconf.errors import OmegaConfBaseException
 
-    try:
+    from nsr_lightning.errors import UserError
+
+    try:  # everything a user can get wrong fails here, before any training
         cfg = compose(command, overrides)
         if print_cfg:
             print(OmegaConf.to_yaml(cfg, resolve=True))
             return 0
-        run_fit(cfg)
-    except _BuildError as e:
-        print(f"error: {e}", file=sys.stderr)
+        trainer, module, datamodule = build_fit(cfg)
+    except (UserError, ValueError, TypeError, HydraException, OmegaConfBaseException) as e:
+        print(f"error: {_one_message(e)}", file=sys.stderr)
         return 2
-    except (HydraException, OmegaConfBaseException) as e:
-        print(f"error: {str(e).strip()}", file=sys.stderr)
-        return 2
+    run_fit(cfg, trainer, module, datamodule)
     return 0
