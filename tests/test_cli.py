@@ -62,6 +62,7 @@ def test_lambda_override_and_minibatches(fast_overrides, tmp_path):
         "objective.lambda_pos=0.25",
         "algo.mini_batch_size=8",
         "algo.ppo_epochs=2",
+        "trainer.detect_anomaly=false",  # a Trainer argument that trainer/cpu.yaml does not list
     ]
     assert main([*args, *fast_overrides]) == 0
     run = tmp_path / "run"
