@@ -105,7 +105,7 @@ def run_fit(cfg, trainer, module, datamodule) -> None:
 
     if trainer.is_global_zero:
         os.makedirs(cfg.run_dir, exist_ok=True)
-        OmegaConf.save(cfg, os.path.join(cfg.run_dir, "config.yaml"))
+        OmegaConf.save(cfg, os.path.join(cfg.run_dir, "config.yaml"), resolve=True)
         print(f"objective: {module.objective.name} {module.objective.config()}", flush=True)
     for logger in trainer.loggers:
         logger.log_hyperparams({"objective": module.objective.config(), **OmegaConf.to_container(cfg)})
