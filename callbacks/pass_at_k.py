@@ -79,6 +79,9 @@ class PassAtKCallback(L.Callback):
         rollout.engine.sync_weights(pl_module.model)
         results = {}
         for name, rows in trainer.datamodule.heldout().items():
+            if not rows:
+                rank_zero_info(f"pass@k: held-out set {name!r} is empty, skipped")
+                continue
             counts = self._counts(trainer, pl_module, rollout, rows, sampling)
             table = pass_at_k_table([(self.n, c) for c in counts])
             results[name] = table

@@ -146,6 +146,45 @@ def test_ddp_two_processes(tmp_path):
     assert len(history) == 2 and set(history[0]["pass@k"]) == {"1", "2", "4"}
 
 
+def test_ddp_rank_without_samples_stays_in_step(tmp_path):
+    """PSR with every response right on rank 0 and wrong on rank 1: rank 1 has nothing to learn
+    from, yet both ranks run the same updates (rank 1 a zero loss), nothing hangs."""
+    run = tmp_path / "run"
+    args = ["fit", "objective=psr", "reward._target_=helpers.rank_reward.RankReward", "trainer.devices=2"]
+    args += [
+        "trainer.strategy=ddp",
+        "trainer.max_steps=2",
+        "trainer.enable_checkpointing=false",
+        "callbacks=none",
+    ]
+    args += [
+        "data.batch_size=2",
+        "rollout.n=4",
+        "rollout.sampling.max_new_tokens=40",
+        "algo.mini_batch_size=4",
+    ]
+    args += [f"run_dir={run}"]
+    tests_dir = str(Path(__file__).parent)
+    pythonpath = os.pathsep.join([tests_dir, os.environ.get("PYTHONPATH", "")])
+    proc = run_cli(args, timeout=600, env={"PYTHONPATH": pythonpath})
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    train = [r for r in metrics_rows(run) if r.get("train/updates")]
+    assert len(train) == 2
+    for row in train:
+        assert float(row["rollout/correct_ratio"]) == 0.5  # summed over both ranks
+        assert float(row["train/samples_kept_ratio"]) == 0.5
+        assert float(row["train/updates"]) == 2  # rank 0: 8 samples / 4 per mini-batch
+
+
+def test_nothing_to_learn_is_a_quiet_step(fast_overrides, tmp_path):
+    """PSR when every response is wrong (1 token each: all truncated): the step passes, no update."""
+    args = ["fit", "objective=psr", *fast_overrides, "rollout.sampling.max_new_tokens=1"]
+    assert main(args) == 0
+    (row,) = [r for r in metrics_rows(tmp_path / "run") if r.get("train/updates")]
+    assert float(row["train/updates"]) == 0 and float(row["train/samples_kept"]) == 0
+    assert float(row["rollout/truncated_ratio"]) == 1.0
+
+
 def test_wandb_offline(tmp_path):
     run = tmp_path / "run"
     proc = run_cli(["fit", "logger=wandb", *FAST, f"run_dir={run}"], env={"WANDB_MODE": "offline"})

@@ -57,6 +57,8 @@ class SyntheticDataModule(L.LightningDataModule):
         super().__init__()
         if batch_size < 1:
             raise ValueError(f"data.batch_size must be >= 1; got {batch_size}")
+        if num_heldout_problems < 0:
+            raise ValueError(f"data.num_heldout_problems must be >= 0; got {num_heldout_problems}")
         if num_train_problems < batch_size:
             raise ValueError(f"data.num_train_problems must be >= data.batch_size; got {num_train_problems}")
         self.tokenizer = tokenizer
