@@ -170,14 +170,8 @@ class RLVRModule(L.LightningModule):
     ) -> Tensor:
         hp = self.hparams
         if len(idx) == 0:  # this rank ran out of samples: a zero loss keeps data-parallel ranks in step
-            if len(batch) == 0:
-                p = next(self.model.parameters())
-                dummy = torch.zeros((1, 2), dtype=torch.long, device=p.device)
-                return self.model(input_ids=dummy, use_cache=False).logits.sum() * 0.0
-            idx = torch.zeros(1, dtype=torch.long)
-            zero = True
-        else:
-            zero = False
+            dummy = torch.zeros((1, 2), dtype=torch.long, device=self.device)
+            return self.model(input_ids=dummy, use_cache=False).logits.sum() * 0.0
         mini = batch.select(idx)
         # entropy is logged every step; it is also the bonus when entropy_coef > 0
         logprobs, entropy = response_logprobs(self.model, mini, chunk_size=hp.logprob_chunk_size)
@@ -186,8 +180,6 @@ class RLVRModule(L.LightningModule):
         loss, stats = self.objective.loss(
             logprobs, old, advantages[idx.to(advantages.device)], mask, entropy=entropy
         )
-        if zero:
-            return loss * 0.0
         tokens = stats["tokens"]
         self._metric("train/entropy").update(entropy.detach().sum(), tokens)
         if pre_update:
