@@ -6,8 +6,9 @@ import time
 
 import lightning as L
 import torch
+from lightning.pytorch.utilities import rank_zero_info
 
-from nsr_lightning.rollout import SamplingConfig
+from nsr_lightning.rollout import RolloutBatch, SamplingConfig, cat_batches
 
 
 def stream_seed(seed: int, rank: int, step: int, salt: int = 0) -> int:
@@ -17,7 +18,15 @@ def stream_seed(seed: int, rank: int, step: int, salt: int = 0) -> int:
 
 class RolloutCallback(L.Callback):
     """Syncs the engine if the policy changed, samples n responses per prompt, scores them, and
-    hands the scored `RolloutBatch` to the training step as `batch["rollout"]`."""
+    hands the scored `RolloutBatch` to the training step as `batch["rollout"]`.
+
+    With an objective that asks for dynamic sampling (DAPO), it keeps drawing fresh training
+    prompts until the batch holds as many groups that pass the objective's group filter as it
+    has prompts, for at most `objective.max_sampling_rounds` rounds (all ranks run the same
+    number of rounds). Surplus passing groups of the last round are discarded; the groups that
+    fail the filter stay in the batch, so the rollout metrics describe everything sampled, and
+    the objective drops them from the update.
+    """
 
     def __init__(
         self, engine, reward_fn, *, n: int = 8, sampling: SamplingConfig | dict | None = None, seed: int = 0
@@ -36,29 +45,85 @@ class RolloutCallback(L.Callback):
     def score(self, texts: list[str], golds: list[str]) -> torch.Tensor:
         return torch.tensor(self.reward_fn(texts, golds), dtype=torch.float32)
 
+    def _rollout(self, model, prompts: dict, seed: int, times: dict) -> RolloutBatch:
+        t0 = time.perf_counter()
+        rollout = self.engine.generate(
+            model, prompts["prompt_ids"], n=self.n, sampling=self.sampling, seed=seed
+        )
+        t1 = time.perf_counter()
+        rollout.rewards = self.score(rollout.texts, [a for a in prompts["answer"] for _ in range(self.n)])
+        times["generate"] += t1 - t0
+        times["reward"] += time.perf_counter() - t1
+        return rollout
+
     def on_train_batch_start(
         self, trainer: L.Trainer, pl_module: L.LightningModule, batch: dict, batch_idx: int
     ) -> None:
-        step = trainer.global_step
+        step, rank = trainer.global_step, trainer.global_rank
         t0 = time.perf_counter()
         if self._synced_step != step:
             self.engine.sync_weights(pl_module.model)
             self._synced_step = step
-        t1 = time.perf_counter()
-        rollout = self.engine.generate(
-            pl_module.model,
-            batch["prompt_ids"],
-            n=self.n,
-            sampling=self.sampling,
-            seed=stream_seed(self.seed, trainer.global_rank, step),
-        )
-        t2 = time.perf_counter()
-        golds = [a for a in batch["answer"] for _ in range(self.n)]
-        rollout.rewards = self.score(rollout.texts, golds)
-        t3 = time.perf_counter()
+        times = {"generate": 0.0, "reward": 0.0}
+        rollout = self._rollout(pl_module.model, batch, stream_seed(self.seed, rank, step), times)
+        objective = getattr(pl_module, "objective", None)
+        if objective is not None and objective.dynamic_sampling:
+            rollout = self._fill(trainer, pl_module, batch, rollout, times)
         batch["rollout"] = rollout
         tokens = float(rollout.response_lengths.sum())
-        pl_module.log("perf/sync_s", t1 - t0, on_step=True)
-        pl_module.log("perf/generate_s", t2 - t1, on_step=True)
-        pl_module.log("perf/reward_s", t3 - t2, on_step=True)
-        pl_module.log("perf/generate_tokens_per_s", tokens / max(t2 - t1, 1e-9), on_step=True)
+        sync_s = time.perf_counter() - t0 - times["generate"] - times["reward"]
+        pl_module.log("perf/sync_s", sync_s, on_step=True)
+        pl_module.log("perf/generate_s", times["generate"], on_step=True)
+        pl_module.log("perf/reward_s", times["reward"], on_step=True)
+        pl_module.log("perf/generate_tokens_per_s", tokens / max(times["generate"], 1e-9), on_step=True)
+
+    # ---- dynamic sampling ---------------------------------------------------------------------
+    def _fill(self, trainer, pl_module, batch: dict, rollout: RolloutBatch, times: dict) -> RolloutBatch:
+        objective = pl_module.objective
+        target = len(batch["prompt_ids"])
+        parts = [rollout]
+        n_pass = self._passing_groups(objective, rollout).numel()
+        rounds = 1
+        while rounds < objective.max_sampling_rounds and self._any_rank(trainer, n_pass < target):
+            seed = stream_seed(self.seed, trainer.global_rank, trainer.global_step, salt=rounds)
+            prompts = self._draw_prompts(trainer, target, seed)
+            part = self._rollout(pl_module.model, prompts, seed, times)
+            parts.append(part)
+            n_pass += self._passing_groups(objective, part).numel()
+            rounds += 1
+        merged = cat_batches(parts)
+        surplus = self._passing_groups(objective, merged)[target:]  # latest groups first to go
+        if len(surplus):
+            merged = merged.select((~torch.isin(merged.group_ids, surplus)).nonzero().squeeze(-1))
+        if n_pass < target:
+            rank_zero_info(
+                f"dynamic sampling: {n_pass} of {target} prompts had mixed rewards after {rounds} rounds "
+                f"(objective.max_sampling_rounds); training on those"
+            )
+        pl_module.log("rollout/dynamic_sampling_rounds", float(rounds), on_step=True)
+        pl_module.log("rollout/dynamic_sampling_filled", min(n_pass, target) / target, on_step=True)
+        return merged
+
+    @staticmethod
+    def _passing_groups(objective, rollout: RolloutBatch) -> torch.Tensor:
+        """Sorted ids of the groups that pass the objective's group filter."""
+        ok = objective.group_filter(rollout.rewards, rollout.group_ids)
+        return torch.unique(rollout.group_ids[ok])
+
+    @staticmethod
+    def _any_rank(trainer, flag: bool) -> bool:
+        if trainer.world_size == 1:
+            return flag
+        t = torch.tensor(int(flag), device=trainer.strategy.root_device)
+        return bool(trainer.strategy.reduce(t, reduce_op="max").item())
+
+    @staticmethod
+    def _draw_prompts(trainer, size: int, seed: int) -> dict:
+        """`size` fresh training prompts, drawn at random (seeded) from the training set."""
+        loader = trainer.train_dataloader
+        dataset = getattr(loader, "dataset", None)
+        if dataset is None or not hasattr(dataset, "__len__") or not hasattr(dataset, "__getitem__"):
+            raise ValueError("dynamic sampling needs a map-style training set (with __len__ and __getitem__)")
+        gen = torch.Generator().manual_seed(seed)
+        rows = [dataset[int(i)] for i in torch.randint(len(dataset), (size,), generator=gen)]
+        return loader.collate_fn(rows)

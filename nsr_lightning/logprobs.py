@@ -42,3 +42,16 @@ def response_logprobs(
     logprobs = torch.cat(logps) * mask
     entropy = torch.cat(ents) * mask if with_entropy else None
     return logprobs, entropy
+
+
+def response_values(critic: nn.Module, batch: RolloutBatch) -> Tensor:
+    """V(s_t) for every response position t: the value head's output at the token before y_t.
+
+    Returns (N, R) float32, zero where response_mask is 0.
+    """
+    attn = batch.attention_mask  # (N, P + R)
+    position_ids = (attn.cumsum(-1) - 1).clamp(min=0)
+    prompt_len, resp_len = batch.prompt_ids.shape[1], batch.response_ids.shape[1]
+    out = critic(input_ids=batch.input_ids, attention_mask=attn, position_ids=position_ids, use_cache=False)
+    values = out.logits[:, prompt_len - 1 : prompt_len - 1 + resp_len, 0].float()  # (N, R)
+    return values * batch.response_mask.to(torch.float32)

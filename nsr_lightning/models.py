@@ -6,7 +6,14 @@ import os
 from pathlib import Path
 
 import torch
-from transformers import AutoModelForCausalLM, AutoTokenizer, PreTrainedModel
+from transformers import (
+    AutoConfig,
+    AutoModelForCausalLM,
+    AutoModelForTokenClassification,
+    AutoTokenizer,
+    PreTrainedModel,
+)
+from transformers.utils import logging as hf_logging
 
 from nsr_lightning.errors import UserError
 
@@ -55,4 +62,34 @@ def load_policy(path: str, dtype: str = "float32") -> PreTrainedModel:
         model = AutoModelForCausalLM.from_pretrained(src, dtype=DTYPES[dtype], local_files_only=local_only)
     except OSError as e:
         raise UserError(f"model.path: cannot load a model from {src!r}: {str(e).splitlines()[0]}") from None
+    return model.train()
+
+
+def load_reference(path: str, dtype: str = "float32") -> PreTrainedModel:
+    """A frozen copy of the initial policy: the anchor of a KL penalty (GRPO, PPO)."""
+    model = load_policy(path, dtype).eval()
+    model.requires_grad_(False)
+    return model
+
+
+def load_critic(path: str, dtype: str = "float32") -> PreTrainedModel:
+    """A value model: the policy's architecture with a freshly initialised scalar head per token
+    (AutoModelForTokenClassification, num_labels=1, no dropout), in train mode."""
+    if dtype not in DTYPES:
+        raise UserError(f"model.dtype must be one of {', '.join(DTYPES)}; got {dtype!r}")
+    src, local_only = _check_source(path)
+    verbosity = hf_logging.get_verbosity()
+    hf_logging.set_verbosity_error()  # "newly initialized: score.weight" is expected, not news
+    try:
+        config = AutoConfig.from_pretrained(src, local_files_only=local_only)
+        config.num_labels, config.classifier_dropout = 1, 0.0
+        model = AutoModelForTokenClassification.from_pretrained(
+            src, config=config, dtype=DTYPES[dtype], local_files_only=local_only
+        )
+    except (OSError, ValueError) as e:
+        raise UserError(
+            f"objective.critic_model_path: cannot load a value model from {src!r}: {str(e).splitlines()[0]}"
+        ) from None
+    finally:
+        hf_logging.set_verbosity(verbosity)
     return model.train()

@@ -15,10 +15,10 @@ import lightning as L
 import torch
 from torch import Tensor
 
-from nsr_lightning.logprobs import response_logprobs
+from nsr_lightning.logprobs import response_logprobs, response_values
 from nsr_lightning.metrics import RatioMetric, group_outcomes
-from nsr_lightning.models import load_policy
-from nsr_lightning.objectives import Objective, is_correct
+from nsr_lightning.models import load_critic, load_policy, load_reference
+from nsr_lightning.objectives import Objective, group_stats, is_correct
 from nsr_lightning.rollout import RolloutBatch
 
 RATIO_METRICS = (
@@ -28,12 +28,15 @@ RATIO_METRICS = (
     "rollout/response_length",
     "rollout/truncated_ratio",
     "rollout/entropy",
+    "rollout/zero_variance_group_ratio",
     "train/samples_kept_ratio",
     "train/entropy",
     "train/clip_fraction",
     "train/clip_fraction_low",
     "train/clip_fraction_high",
     "train/approx_kl_old",
+    "train/approx_kl_ref",
+    "train/value_clip_fraction",
 )
 
 
@@ -72,8 +75,16 @@ class RLVRModule(L.LightningModule):
         self.automatic_optimization = False
         self.objective = objective
         self.model = load_policy(model_path, dtype)
+        # a frozen reference policy only when a KL coefficient is above 0 (not saved in checkpoints)
+        self.ref_model = load_reference(model_path, dtype) if objective.needs_reference else None
+        # a learned value model only for objectives with a critic (PPO)
+        self.critic = (
+            load_critic(objective.critic_model_path or model_path, dtype) if objective.needs_critic else None
+        )
         if gradient_checkpointing:
             self.model.gradient_checkpointing_enable()
+            if self.critic is not None:
+                self.critic.gradient_checkpointing_enable()
         self.step_metrics = torch.nn.ModuleDict(
             {name.replace("/", "__"): RatioMetric() for name in RATIO_METRICS}
         )
@@ -81,9 +92,29 @@ class RLVRModule(L.LightningModule):
     # ---- optimisation -------------------------------------------------------------------------
     def configure_optimizers(self):
         hp = self.hparams
-        return torch.optim.AdamW(
+        policy = torch.optim.AdamW(
             self.model.parameters(), lr=hp.lr, weight_decay=hp.weight_decay, betas=tuple(hp.betas)
         )
+        if self.critic is None:
+            return policy
+        critic = torch.optim.AdamW(
+            self.critic.parameters(),
+            lr=self.objective.critic_lr,
+            weight_decay=hp.weight_decay,
+            betas=tuple(hp.betas),
+        )
+        return [policy, critic]
+
+    def on_save_checkpoint(self, checkpoint: dict) -> None:
+        """The reference policy is the initial weights: rebuilt from model_path, never saved."""
+        state = checkpoint.get("state_dict", {})
+        for key in [k for k in state if k.startswith("ref_model.")]:
+            del state[key]
+
+    def on_load_checkpoint(self, checkpoint: dict) -> None:
+        if self.ref_model is not None and "state_dict" in checkpoint:
+            for key, value in self.ref_model.state_dict().items():
+                checkpoint["state_dict"].setdefault(f"ref_model.{key}", value)
 
     def _metric(self, name: str) -> RatioMetric:
         return self.step_metrics[name.replace("/", "__")]
@@ -98,17 +129,22 @@ class RLVRModule(L.LightningModule):
     def training_step(self, batch: dict, batch_idx: int) -> None:
         rollout: RolloutBatch = batch["rollout"].to(self.device)
         t0 = time.perf_counter()
-        rewards = rollout.rewards
+        rewards, group_ids = rollout.rewards, rollout.group_ids
         correct = is_correct(rewards)
-        n_groups, solved, unsolved = group_outcomes(correct, rollout.group_ids)
+        n_groups, solved, unsolved = group_outcomes(correct, group_ids)
+        _, std, _, _ = group_stats(rewards, group_ids)
         self._metric("rollout/correct_ratio").update(correct.sum(), len(correct))
         self._metric("rollout/fully_solved_ratio").update(solved, n_groups)
         self._metric("rollout/fully_unsolved_ratio").update(unsolved, n_groups)
+        # share of prompts whose responses all got the same reward (no GRPO signal)
+        self._metric("rollout/zero_variance_group_ratio").update(
+            torch.unique(group_ids[std == 0]).numel(), n_groups
+        )
         self._metric("rollout/response_length").update(rollout.response_lengths.sum(), len(correct))
         self._metric("rollout/truncated_ratio").update(rollout.truncated.sum(), len(correct))
 
-        keep = self.objective.keep(rewards, rollout.group_ids)
-        advantages = self.objective.advantages(rewards, rollout.group_ids)
+        keep = self.objective.keep(rewards, group_ids)
+        advantages = self.objective.advantages(rewards, group_ids)  # (N,) over whole groups
         kept = keep.nonzero().squeeze(-1)
         self._metric("train/samples_kept_ratio").update(len(kept), len(correct))
         dropped = (~keep).nonzero().squeeze(-1)
@@ -127,58 +163,104 @@ class RLVRModule(L.LightningModule):
         self.log("perf/train_s", time.perf_counter() - t0, on_step=True)
         self._log_step_metrics()
 
+    def _optimizers(self) -> list:
+        opts = self.optimizers()
+        return list(opts) if isinstance(opts, (list, tuple)) else [opts]
+
+    @torch.no_grad()
+    def _prepare(self, batch: RolloutBatch, advantages: Tensor, n_updates: int, mb: int) -> dict:
+        """What the updates need from the policy before it changes, in no-grad chunks of `mb` rows:
+        old logprobs (off-policy updates, PPO's KL penalty), the reference policy's logprobs
+        (a KL term), old values and per-token advantages and returns (a critic)."""
+        hp, obj = self.hparams, self.objective
+        need_old = n_updates > 1 or obj.needs_old_logprobs
+        out = {"advantages": advantages, "old_logprobs": None, "ref_logprobs": None}
+        if len(batch) == 0 or not (need_old or self.ref_model is not None or self.critic is not None):
+            return out
+        parts: dict[str, list[Tensor]] = {"old_logprobs": [], "ref_logprobs": [], "old_values": []}
+        for start in range(0, len(batch), mb):
+            sub = batch.select(torch.arange(start, min(start + mb, len(batch))))
+            if need_old:
+                old, entropy = response_logprobs(self.model, sub, chunk_size=hp.logprob_chunk_size)
+                parts["old_logprobs"].append(old)
+                self._metric("rollout/entropy").update(entropy.sum(), sub.response_mask.sum())
+            if self.ref_model is not None:
+                ref, _ = response_logprobs(
+                    self.ref_model, sub, chunk_size=hp.logprob_chunk_size, with_entropy=False
+                )
+                parts["ref_logprobs"].append(ref)
+            if self.critic is not None:
+                parts["old_values"].append(response_values(self.critic, sub))
+        out.update({k: torch.cat(v) for k, v in parts.items() if v})
+        if self.critic is not None:
+            adv, returns, stats = obj.token_advantages(
+                batch.rewards,
+                batch.response_mask,
+                out["old_values"],
+                out["old_logprobs"],
+                out["ref_logprobs"],
+            )
+            out.update(advantages=adv, returns=returns)
+            self.log("train/explained_variance", stats["explained_variance"], on_step=True)
+            if "kl_ref_sum" in stats:
+                self._metric("train/approx_kl_ref").update(stats["kl_ref_sum"], batch.response_mask.sum())
+        return out
+
     def _update(self, batch: RolloutBatch, advantages: Tensor) -> tuple[int, Tensor | None]:
         """PPO epochs x mini-batches of updates; returns (updates done, last gradient norm)."""
         hp = self.hparams
-        opt = self.optimizers()
+        opts = self._optimizers()  # [policy] or [policy, critic]
         n = len(batch)
         mb = hp.mini_batch_size or max(n, 1)
         n_mb = self._sync_max(math.ceil(n / mb))
         n_updates = hp.ppo_epochs * n_mb
         if n_updates == 0:  # nothing to learn from on any rank: advance the step, touch nothing
-            opt.zero_grad(set_to_none=True)
-            opt.step()
+            opts[0].zero_grad(set_to_none=True)
+            opts[0].step()
             return 0, None
-        old_logprobs = None
-        if n_updates > 1 and n > 0:  # off-policy after the first update: freeze pi_old now
-            with torch.no_grad():
-                old_logprobs, entropy = response_logprobs(self.model, batch, chunk_size=hp.logprob_chunk_size)
-            self._metric("rollout/entropy").update(entropy.sum(), batch.response_mask.sum())
+        prep = self._prepare(batch, advantages, n_updates, mb)
+        pre_update = prep["old_logprobs"] is None  # then the first forward pass gives rollout/entropy
         gen = torch.Generator().manual_seed(hp.seed * 1_000_003 + self.global_step)
         grad_norm, done = None, 0
         for _ in range(hp.ppo_epochs):
             order = torch.randperm(n, generator=gen) if n else torch.zeros(0, dtype=torch.long)
             for i in range(n_mb):
                 idx = order[i * mb : (i + 1) * mb]
-                # with a single update, its forward pass is the pre-update policy: it gives rollout/entropy
-                loss = self._minibatch_loss(batch, advantages, old_logprobs, idx, pre_update=n_updates == 1)
+                loss = self._minibatch_loss(batch, prep, idx, pre_update=pre_update and n_updates == 1)
                 self.manual_backward(loss)
                 grad_norm = torch.nn.utils.clip_grad_norm_(self.model.parameters(), hp.max_grad_norm)
+                if self.critic is not None:
+                    critic_norm = torch.nn.utils.clip_grad_norm_(self.critic.parameters(), hp.max_grad_norm)
+                    self.log("train/critic_grad_norm", critic_norm, on_step=True)
+                    opts[1].optimizer.step()
                 done += 1
-                # Only the last update goes through Lightning, so global_step counts RL steps.
-                (opt.step() if done == n_updates else opt.optimizer.step())
-                opt.zero_grad(set_to_none=True)
+                # Only the last policy update goes through Lightning, so global_step counts RL steps.
+                (opts[0].step() if done == n_updates else opts[0].optimizer.step())
+                for opt in opts:
+                    opt.zero_grad(set_to_none=True)
         return n_updates, grad_norm
 
-    def _minibatch_loss(
-        self,
-        batch: RolloutBatch,
-        advantages: Tensor,
-        old_logprobs: Tensor | None,
-        idx: Tensor,
-        pre_update: bool,
-    ) -> Tensor:
+    def _zero_loss(self) -> Tensor:
+        """A zero loss through every trained model: a rank that ran out of samples still takes part
+        in the data-parallel gradient reduction, so ranks stay in step."""
+        dummy = torch.zeros((1, 2), dtype=torch.long, device=self.device)
+        loss = self.model(input_ids=dummy, use_cache=False).logits.sum() * 0.0
+        if self.critic is not None:
+            loss = loss + self.critic(input_ids=dummy, use_cache=False).logits.sum() * 0.0
+        return loss
+
+    def _minibatch_loss(self, batch: RolloutBatch, prep: dict, idx: Tensor, pre_update: bool) -> Tensor:
         hp = self.hparams
-        if len(idx) == 0:  # this rank ran out of samples: a zero loss keeps data-parallel ranks in step
-            dummy = torch.zeros((1, 2), dtype=torch.long, device=self.device)
-            return self.model(input_ids=dummy, use_cache=False).logits.sum() * 0.0
+        if len(idx) == 0:
+            return self._zero_loss()
         mini = batch.select(idx)
+        pick = {k: v[idx.to(v.device)] for k, v in prep.items() if isinstance(v, Tensor)}
         # entropy is logged every step; it is also the bonus when entropy_coef > 0
         logprobs, entropy = response_logprobs(self.model, mini, chunk_size=hp.logprob_chunk_size)
-        old = old_logprobs[idx.to(old_logprobs.device)] if old_logprobs is not None else logprobs.detach()
+        old = pick.get("old_logprobs", logprobs.detach())
         mask = mini.response_mask
         loss, stats = self.objective.loss(
-            logprobs, old, advantages[idx.to(advantages.device)], mask, entropy=entropy
+            logprobs, old, pick["advantages"], mask, entropy=entropy, ref_logprobs=pick.get("ref_logprobs")
         )
         tokens = stats["tokens"]
         self._metric("train/entropy").update(entropy.detach().sum(), tokens)
@@ -188,7 +270,16 @@ class RLVRModule(L.LightningModule):
         self._metric("train/clip_fraction_low").update(stats["clipped_low_tokens"], tokens)
         self._metric("train/clip_fraction_high").update(stats["clipped_high_tokens"], tokens)
         self._metric("train/approx_kl_old").update(stats["approx_kl_sum"], tokens)
+        if "kl_ref_sum" in stats:
+            self._metric("train/approx_kl_ref").update(stats["kl_ref_sum"], tokens)
+            self.log("loss/kl", stats["kl_loss"], on_step=True)
         self.log("loss/policy", stats["pg_loss"], on_step=True)
+        if self.critic is not None:
+            values = response_values(self.critic, mini)
+            value_loss, vstats = self.objective.value_loss(values, pick["old_values"], pick["returns"], mask)
+            self._metric("train/value_clip_fraction").update(vstats["value_clipped_tokens"], tokens)
+            self.log("loss/value", vstats["value_loss"], on_step=True)
+            loss = loss + value_loss  # the critic's own parameters and optimizer: no weight needed
         self.log("loss/total", loss.detach(), on_step=True)
         return loss
 

@@ -6,8 +6,11 @@ import pytest
 
 from nsr_lightning.cli import main
 
+OBJECTIVES = ["psr", "nsr", "w_reinforce", "reinforce", "grpo", "ppo", "ngrpo", "dapo", "dr_grpo"]
 
-@pytest.mark.parametrize("objective", ["psr", "nsr", "w_reinforce", "reinforce"])
+
+@pytest.mark.slow
+@pytest.mark.parametrize("objective", OBJECTIVES)
 def test_objective_raises_training_reward(objective, tmp_path):
     run = tmp_path / "run"
     args = ["fit", f"objective={objective}", "algo.lr=2e-5", "trainer.max_steps=40", "callbacks=none"]

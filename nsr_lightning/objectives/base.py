@@ -2,8 +2,19 @@
 
 An objective decides which samples it learns from (`keep`), what each sample's advantage is
 (`advantages`), and turns per-token log-probabilities into a loss (`loss`). The loss is the PPO
-clipped surrogate (Schulman et al., 2017, eq. 7) on the ratio pi_theta / pi_old, with the
-clipping range, entropy bonus and loss aggregation mode as options shared by all objectives.
+clipped surrogate (Schulman et al., 2017, eq. 7) on the ratio pi_theta / pi_old, plus an optional
+KL penalty to a frozen reference policy (GRPO, Shao et al. 2024, eq. 3) and an entropy bonus.
+Shared by every objective and set from its config:
+
+- the paper's decomposition (Zhu et al. 2025, eq. 5): the final advantage of a correct sample is
+  multiplied by `lambda_pos`, of an incorrect one by `lambda_neg`, and a weight of 0 drops those
+  samples, so PSR (lambda_neg = 0), NSR (lambda_pos = 0) and W-REINFORCE combine with any
+  advantage estimator;
+- group filters (drop prompts whose responses are all correct or all wrong: NGRPO, DAPO) and
+  DAPO's dynamic sampling (the rollout callback samples more prompts until the batch is full);
+- clip range (symmetric or asymmetric), entropy bonus, KL coefficient and estimator, and the
+  loss aggregation mode.
+
 Pure tensor code: no Lightning, no engine.
 """
 
@@ -12,26 +23,13 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
-LOSS_AGG_MODES = ("token-mean", "seq-mean-token-mean", "seq-mean-token-sum-norm")
-
-
-def aggregate(values: Tensor, mask: Tensor, mode: str, norm_length: int | None = None) -> Tensor:
-    """Reduce per-token values (B, T) over the tokens where mask is 1.
-
-    token-mean: every token of the mini-batch weighs the same (DAPO, the paper's setting).
-    seq-mean-token-mean: mean over tokens within a sequence, then over sequences (GRPO paper).
-    seq-mean-token-sum-norm: token sum per sequence divided by a constant length (Dr.GRPO).
-    """
-    mask = mask.to(values.dtype)
-    if mode == "token-mean":
-        return (values * mask).sum() / mask.sum().clamp(min=1.0)
-    if mode == "seq-mean-token-mean":
-        per_seq = (values * mask).sum(-1) / mask.sum(-1).clamp(min=1.0)  # (B,)
-        return per_seq.mean()
-    if mode == "seq-mean-token-sum-norm":
-        length = float(norm_length or values.shape[-1])
-        return ((values * mask).sum(-1) / length).mean()
-    raise ValueError(f"loss_agg_mode must be one of {', '.join(LOSS_AGG_MODES)}; got {mode!r}")
+from nsr_lightning.objectives.functional import (
+    KL_ESTIMATORS,
+    LOSS_AGG_MODES,
+    aggregate,
+    group_stats,
+    kl_estimate,
+)
 
 
 def is_correct(rewards: Tensor) -> Tensor:
@@ -39,54 +37,130 @@ def is_correct(rewards: Tensor) -> Tensor:
     return rewards > 0
 
 
+def _check(ok: bool, message: str) -> None:
+    if not ok:
+        raise ValueError(message)
+
+
 class Objective:
     """Base class: clipped surrogate with all samples kept and a zero advantage.
 
-    Subclasses override `keep` and `advantages`; `loss` is shared.
+    Subclasses override `raw_advantages` (and PPO `token_advantages`); the rest is shared.
     """
 
     name = "base"
+    needs_critic = False  # PPO: a learned value model
 
     def __init__(
         self,
         *,
         name: str | None = None,
+        lambda_pos: float = 1.0,
+        lambda_neg: float = 1.0,
         clip_ratio_low: float = 0.2,
         clip_ratio_high: float = 0.2,
         entropy_coef: float = 0.0,
+        kl_coef: float = 0.0,
+        kl_estimator: str = "k3",
         loss_agg_mode: str = "token-mean",
         norm_length: int | None = None,
+        drop_all_correct_groups: bool = False,
+        drop_all_wrong_groups: bool = False,
+        dynamic_sampling: bool = False,
+        max_sampling_rounds: int = 1,
     ) -> None:
-        if not 0.0 <= clip_ratio_low < 1.0:
-            raise ValueError(f"objective.clip_ratio_low must be in [0, 1); got {clip_ratio_low}")
-        if clip_ratio_high < 0.0:
-            raise ValueError(f"objective.clip_ratio_high must be >= 0; got {clip_ratio_high}")
-        if entropy_coef < 0.0:
-            raise ValueError(f"objective.entropy_coef must be >= 0; got {entropy_coef}")
-        if loss_agg_mode not in LOSS_AGG_MODES:
-            raise ValueError(
-                f"objective.loss_agg_mode must be one of {', '.join(LOSS_AGG_MODES)}; got {loss_agg_mode!r}"
-            )
+        _check(
+            lambda_pos >= 0 and lambda_neg >= 0,
+            f"objective.lambda_pos and objective.lambda_neg must be >= 0; got {lambda_pos}, {lambda_neg}",
+        )
+        _check(
+            lambda_pos > 0 or lambda_neg > 0,
+            "objective.lambda_pos and objective.lambda_neg cannot both be 0: nothing to learn",
+        )
+        _check(
+            0.0 <= clip_ratio_low < 1.0, f"objective.clip_ratio_low must be in [0, 1); got {clip_ratio_low}"
+        )
+        _check(clip_ratio_high >= 0.0, f"objective.clip_ratio_high must be >= 0; got {clip_ratio_high}")
+        _check(entropy_coef >= 0.0, f"objective.entropy_coef must be >= 0; got {entropy_coef}")
+        _check(kl_coef >= 0.0, f"objective.kl_coef must be >= 0 (0 = no reference model); got {kl_coef}")
+        _check(
+            kl_estimator in KL_ESTIMATORS,
+            f"objective.kl_estimator must be one of {', '.join(KL_ESTIMATORS)}; got {kl_estimator!r}",
+        )
+        _check(
+            loss_agg_mode in LOSS_AGG_MODES,
+            f"objective.loss_agg_mode must be one of {', '.join(LOSS_AGG_MODES)}; got {loss_agg_mode!r}",
+        )
+        _check(
+            norm_length is None or norm_length > 0,
+            f"objective.norm_length must be > 0 or null (the padded length); got {norm_length}",
+        )
+        _check(
+            max_sampling_rounds >= 1, f"objective.max_sampling_rounds must be >= 1; got {max_sampling_rounds}"
+        )
+        _check(
+            not dynamic_sampling or drop_all_correct_groups or drop_all_wrong_groups,
+            "objective.dynamic_sampling needs a group filter (drop_all_correct_groups or drop_all_wrong_groups)",
+        )
         if name:
             self.name = str(name)
+        self.lambda_pos = float(lambda_pos)
+        self.lambda_neg = float(lambda_neg)
         self.clip_ratio_low = float(clip_ratio_low)
         self.clip_ratio_high = float(clip_ratio_high)
         self.entropy_coef = float(entropy_coef)
+        self.kl_coef = float(kl_coef)
+        self.kl_estimator = kl_estimator
         self.loss_agg_mode = loss_agg_mode
         self.norm_length = norm_length
+        self.drop_all_correct_groups = bool(drop_all_correct_groups)
+        self.drop_all_wrong_groups = bool(drop_all_wrong_groups)
+        self.dynamic_sampling = bool(dynamic_sampling)
+        self.max_sampling_rounds = int(max_sampling_rounds)
+
+    # ---- which samples, with what advantage ---------------------------------------------------
+    @property
+    def needs_old_logprobs(self) -> bool:
+        """Whether advantages need pi_old's logprobs even for a single on-policy update."""
+        return False
+
+    @property
+    def needs_reference(self) -> bool:
+        """A frozen reference policy exists only when some KL coefficient is above 0."""
+        return self.kl_coef > 0
+
+    def group_filter(self, rewards: Tensor, group_ids: Tensor) -> Tensor:
+        """Boolean (N,): True for samples whose group passes the group filters."""
+        _, _, n_correct, size = group_stats(rewards, group_ids)
+        ok = torch.ones_like(rewards, dtype=torch.bool)
+        if self.drop_all_correct_groups:
+            ok &= n_correct < size
+        if self.drop_all_wrong_groups:
+            ok &= n_correct > 0
+        return ok
+
+    def sign_weights(self, rewards: Tensor) -> Tensor:
+        """(N,) lambda_pos for correct samples, lambda_neg for incorrect ones."""
+        pos = torch.full(rewards.shape, self.lambda_pos, dtype=torch.float32, device=rewards.device)
+        return torch.where(is_correct(rewards), pos, self.lambda_neg)
 
     def keep(self, rewards: Tensor, group_ids: Tensor) -> Tensor:
         """Boolean mask (N,) of the samples this objective trains on."""
-        return torch.ones_like(rewards, dtype=torch.bool)
+        return (self.sign_weights(rewards) > 0) & self.group_filter(rewards, group_ids)
+
+    def raw_advantages(self, rewards: Tensor, group_ids: Tensor) -> Tensor:
+        """Per-sequence advantage (N,) before the lambda weights."""
+        return torch.zeros_like(rewards, dtype=torch.float32)
 
     def advantages(self, rewards: Tensor, group_ids: Tensor) -> Tensor:
-        """Per-sequence advantage (N,)."""
-        return torch.zeros_like(rewards, dtype=torch.float32)
+        """Per-sequence advantage (N,), computed on the whole batch (groups intact)."""
+        return self.raw_advantages(rewards, group_ids).float() * self.sign_weights(rewards)
 
     def config(self) -> dict:
         """The knobs of this objective, for logs (so a chosen lambda is always visible)."""
         return {k: v for k, v in vars(self).items() if not k.startswith("_")}
 
+    # ---- the loss -----------------------------------------------------------------------------
     def loss(
         self,
         logprobs: Tensor,
@@ -94,12 +168,14 @@ class Objective:
         advantages: Tensor,
         mask: Tensor,
         entropy: Tensor | None = None,
+        ref_logprobs: Tensor | None = None,
     ) -> tuple[Tensor, dict[str, Tensor]]:
-        """Clipped surrogate loss.
+        """Clipped surrogate loss, minus the entropy bonus, plus the KL penalty.
 
         logprobs, old_logprobs, mask: (B, T); advantages: (B,) per sequence or (B, T) per token;
-        entropy: (B, T) token entropy of pi_theta (needed only with an entropy bonus).
-        Returns the scalar loss and detached per-mini-batch statistics.
+        entropy: (B, T) token entropy of pi_theta (needed only with an entropy bonus);
+        ref_logprobs: (B, T) of the reference policy (needed only with kl_coef > 0).
+        Returns the scalar loss and detached per-mini-batch statistics (sums over tokens).
         """
         adv = advantages.unsqueeze(-1) if advantages.dim() == 1 else advantages  # (B, 1|T)
         adv = adv.to(logprobs.dtype)
@@ -112,21 +188,28 @@ class Objective:
         pg_loss = aggregate(pg_tokens, mask, self.loss_agg_mode, self.norm_length)
         loss = pg_loss
         stats: dict[str, Tensor] = {"pg_loss": pg_loss.detach()}
+        m = mask.to(logprobs.dtype)
         if self.entropy_coef > 0.0:
             if entropy is None:
                 raise ValueError("entropy_coef > 0 needs the token entropy")
             ent = aggregate(entropy, mask, self.loss_agg_mode, self.norm_length)
             loss = loss - self.entropy_coef * ent
             stats["entropy_bonus"] = ent.detach()
+        if self.kl_coef > 0.0:
+            if ref_logprobs is None:
+                raise ValueError("kl_coef > 0 needs the reference policy's logprobs")
+            kl = kl_estimate(logprobs, ref_logprobs, self.kl_estimator)  # (B, T)
+            kl_loss = aggregate(kl, mask, self.loss_agg_mode, self.norm_length)
+            loss = loss + self.kl_coef * kl_loss
+            stats["kl_loss"] = kl_loss.detach()
+            stats["kl_ref_sum"] = (kl.detach() * m).sum()
         with torch.no_grad():
-            m = mask.to(logprobs.dtype)
             clipped = (surr_clipped > surr).to(logprobs.dtype) * m
             low = clipped * (ratio < lo).to(m.dtype)
             stats["clipped_tokens"] = clipped.sum()
             stats["clipped_low_tokens"] = low.sum()
             stats["clipped_high_tokens"] = clipped.sum() - low.sum()
             stats["tokens"] = m.sum()
-            # k3 estimator of KL(pi_old || pi_theta), Schulman's "approximating KL divergence"
-            k3 = torch.exp(-log_ratio) - 1.0 + log_ratio
-            stats["approx_kl_sum"] = (k3 * m).sum()
+            # k3 estimate of KL(pi_old || pi_theta): the drift from the sampling policy
+            stats["approx_kl_sum"] = (kl_estimate(old_logprobs, logprobs.detach(), "k3") * m).sum()
         return loss, stats

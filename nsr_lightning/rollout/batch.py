@@ -102,3 +102,32 @@ def pad_stack(rows: list[Tensor], pad: int, left: bool) -> Tensor:
         extra = r.new_full((r.shape[0], width - r.shape[1]), pad)
         padded.append(torch.cat([extra, r] if left else [r, extra], dim=1))
     return torch.cat(padded, dim=0)
+
+
+def cat_batches(batches: list[RolloutBatch], pad_id: int = 0) -> RolloutBatch:
+    """Rows of several batches in one, e.g. rounds of dynamic sampling. Group ids are renumbered so
+    groups of different batches stay apart; padded positions get `pad_id` (masked everywhere)."""
+    if len(batches) == 1:
+        return batches[0]
+    offsets, total = [], 0
+    for b in batches:
+        offsets.append(total)
+        total += int(b.group_ids.max()) + 1 if len(b) else 0
+
+    def cat_optional(name: str, pad: float, left: bool) -> Tensor | None:
+        values = [getattr(b, name) for b in batches]
+        if any(v is None for v in values):
+            return None
+        return pad_stack(values, pad, left) if values[0].dim() == 2 else torch.cat(values)
+
+    return RolloutBatch(
+        prompt_ids=pad_stack([b.prompt_ids for b in batches], pad_id, left=True),
+        prompt_mask=pad_stack([b.prompt_mask for b in batches], 0, left=True),
+        response_ids=pad_stack([b.response_ids for b in batches], pad_id, left=False),
+        response_mask=pad_stack([b.response_mask for b in batches], 0, left=False),
+        group_ids=torch.cat([b.group_ids + off for b, off in zip(batches, offsets, strict=True)]),
+        truncated=torch.cat([b.truncated for b in batches]),
+        texts=[t for b in batches for t in b.texts],
+        rewards=cat_optional("rewards", 0.0, left=False),
+        sampler_logprobs=cat_optional("sampler_logprobs", 0.0, left=False),
+    )

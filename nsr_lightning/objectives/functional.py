@@ -1,0 +1,89 @@
+"""Tensor functions shared by the objectives: loss aggregation, KL estimators, group statistics,
+masked whitening. Pure tensor code; shapes in comments.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import Tensor
+
+LOSS_AGG_MODES = ("token-mean", "seq-mean-token-mean", "seq-mean-token-sum-norm")
+KL_ESTIMATORS = ("k1", "k2", "k3")
+
+
+def aggregate(values: Tensor, mask: Tensor, mode: str, norm_length: int | None = None) -> Tensor:
+    """Reduce per-token values (B, T) over the tokens where mask is 1.
+
+    token-mean: every token of the mini-batch weighs the same (DAPO, the paper's setting).
+    seq-mean-token-mean: mean over tokens within a sequence, then over sequences (GRPO paper).
+    seq-mean-token-sum-norm: token sum per sequence divided by a constant length (Dr.GRPO).
+    """
+    mask = mask.to(values.dtype)
+    if mode == "token-mean":
+        return (values * mask).sum() / mask.sum().clamp(min=1.0)
+    if mode == "seq-mean-token-mean":
+        per_seq = (values * mask).sum(-1) / mask.sum(-1).clamp(min=1.0)  # (B,)
+        return per_seq.mean()
+    if mode == "seq-mean-token-sum-norm":
+        length = float(norm_length or values.shape[-1])
+        return ((values * mask).sum(-1) / length).mean()
+    raise ValueError(f"loss_agg_mode must be one of {', '.join(LOSS_AGG_MODES)}; got {mode!r}")
+
+
+def kl_estimate(logprobs: Tensor, ref_logprobs: Tensor, estimator: str = "k3") -> Tensor:
+    """Per-token estimate of KL(pi_theta || pi_ref) from tokens sampled from pi_theta.
+
+    With log r = log pi_ref(y) - log pi_theta(y) (Schulman, "Approximating KL divergence", 2020):
+    k1 = -log r (unbiased, high variance, can be negative); k2 = (log r)^2 / 2 (biased, low
+    variance); k3 = r - 1 - log r (unbiased, always >= 0: GRPO's "low_var_kl"). The log-ratio is
+    clamped to [-20, 20] so that exp() cannot overflow on a diverged policy.
+    """
+    log_r = (ref_logprobs - logprobs).clamp(-20.0, 20.0)  # (B, T)
+    if estimator == "k1":
+        return -log_r
+    if estimator == "k2":
+        return 0.5 * log_r.square()
+    if estimator == "k3":
+        return torch.exp(log_r) - 1.0 - log_r
+    raise ValueError(f"kl_estimator must be one of {', '.join(KL_ESTIMATORS)}; got {estimator!r}")
+
+
+def group_stats(rewards: Tensor, group_ids: Tensor, extra_value: float = 0.0, extra_count: int = 0):
+    """Per-sample statistics of the sample's group (all responses to one prompt).
+
+    Optionally counts `extra_count` virtual samples of reward `extra_value` in every group
+    (NGRPO's advantage calibration). Returns (mean, unbiased std, n_correct, size) per sample,
+    each (N,); the std is 0 for a group of one.
+    """
+    _, inverse = torch.unique(group_ids, return_inverse=True)
+    n_groups = int(inverse.max()) + 1 if len(inverse) else 0
+    r = rewards.to(torch.float64)
+    zeros = torch.zeros(n_groups, dtype=torch.float64, device=rewards.device)
+    size = zeros.index_add(0, inverse, torch.ones_like(r)) + extra_count  # (G,)
+    total = zeros.index_add(0, inverse, r) + extra_count * extra_value
+    mean = total / size
+    sq = zeros.index_add(0, inverse, (r - mean[inverse]).square())
+    sq = sq + extra_count * (extra_value - mean).square()
+    std = (sq / (size - 1).clamp(min=1)).sqrt()
+    n_correct = zeros.index_add(0, inverse, (rewards > 0).to(torch.float64))
+    return mean[inverse], std[inverse], n_correct[inverse], (size - extra_count)[inverse]
+
+
+def masked_mean(values: Tensor, mask: Tensor) -> Tensor:
+    mask = mask.to(values.dtype)
+    return (values * mask).sum() / mask.sum().clamp(min=1.0)
+
+
+def masked_var(values: Tensor, mask: Tensor) -> Tensor:
+    """Unbiased variance of the masked values."""
+    mask = mask.to(values.dtype)
+    n = mask.sum()
+    mean = (values * mask).sum() / n.clamp(min=1.0)
+    return ((values - mean).square() * mask).sum() / (n - 1).clamp(min=1.0)
+
+
+def masked_whiten(values: Tensor, mask: Tensor, eps: float = 1e-8) -> Tensor:
+    """(values - mean) / std over the masked entries; zero outside the mask."""
+    mean = masked_mean(values, mask)
+    std = masked_var(values, mask).sqrt()
+    return (values - mean) / (std + eps) * mask.to(values.dtype)

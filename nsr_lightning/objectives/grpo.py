@@ -1,0 +1,45 @@
+"""GRPO: group-relative advantages and a KL penalty to a frozen reference policy.
+
+Shao et al. 2024 (DeepSeekMath), eq. 3: each response's advantage is its reward standardised
+within its group (the n responses to one prompt): A_i = (r_i - mean(r)) / (std(r) + eps), with
+the unbiased std; every token of the response gets A_i. The loss adds beta * KL(pi_theta ||
+pi_ref), estimated per token (k3, "low_var_kl", by default; beta 1e-3 as in the paper's setup).
+"""
+
+from __future__ import annotations
+
+from torch import Tensor
+
+from nsr_lightning.objectives.base import Objective
+from nsr_lightning.objectives.functional import group_stats
+
+
+class GRPO(Objective):
+    name = "grpo"
+
+    def __init__(
+        self,
+        *,
+        std_normalize: bool = True,
+        adv_eps: float = 1e-6,
+        kl_coef: float = 1e-3,
+        loss_agg_mode: str = "token-mean",
+        **shared,
+    ) -> None:
+        super().__init__(kl_coef=kl_coef, loss_agg_mode=loss_agg_mode, **shared)
+        if adv_eps <= 0:
+            raise ValueError(f"objective.adv_eps must be > 0; got {adv_eps}")
+        self.std_normalize = bool(std_normalize)
+        self.adv_eps = float(adv_eps)
+
+    def _standardise(
+        self, rewards: Tensor, group_ids: Tensor, extra_value: float, extra_count: int
+    ) -> Tensor:
+        mean, std, _, _ = group_stats(rewards, group_ids, extra_value, extra_count)  # (N,) each
+        centred = rewards.double() - mean
+        if self.std_normalize:
+            centred = centred / (std + self.adv_eps)
+        return centred.float()
+
+    def raw_advantages(self, rewards: Tensor, group_ids: Tensor) -> Tensor:
+        return self._standardise(rewards, group_ids, 0.0, 0)

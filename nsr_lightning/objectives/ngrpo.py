@@ -1,0 +1,45 @@
+"""NGRPO: GRPO with advantage calibration and asymmetric clipping (arXiv 2509.18851).
+
+Advantage calibration: every group counts K virtual samples of maximum reward (K = 1,
+r_max = 1) when its mean and unbiased std are computed; only the real samples are trained. A
+group that is all wrong then gets a negative advantage instead of zero (G = 8, c = 0: -0.333),
+so homogeneous errors still teach. Groups that are all correct are dropped (their calibrated
+advantage is 0). Asymmetric clipping: the ratio is clipped to [1 - 0.16, 1 + 0.24], looser for
+positive advantages and tighter for negative ones. No KL term.
+"""
+
+from __future__ import annotations
+
+from torch import Tensor
+
+from nsr_lightning.objectives.grpo import GRPO
+
+
+class NGRPO(GRPO):
+    name = "ngrpo"
+
+    def __init__(
+        self,
+        *,
+        virtual_samples: int = 1,
+        virtual_reward: float = 1.0,
+        clip_ratio_low: float = 0.16,
+        clip_ratio_high: float = 0.24,
+        kl_coef: float = 0.0,
+        drop_all_correct_groups: bool = True,
+        **shared,
+    ) -> None:
+        super().__init__(
+            clip_ratio_low=clip_ratio_low,
+            clip_ratio_high=clip_ratio_high,
+            kl_coef=kl_coef,
+            drop_all_correct_groups=drop_all_correct_groups,
+            **shared,
+        )
+        if virtual_samples < 0:
+            raise ValueError(f"objective.virtual_samples must be >= 0; got {virtual_samples}")
+        self.virtual_samples = int(virtual_samples)
+        self.virtual_reward = float(virtual_reward)
+
+    def raw_advantages(self, rewards: Tensor, group_ids: Tensor) -> Tensor:
+        return self._standardise(rewards, group_ids, self.virtual_reward, self.virtual_samples)
