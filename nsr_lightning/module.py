@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import math
 import time
+import warnings
 
 import lightning as L
 import torch
@@ -77,6 +78,8 @@ class RLVRModule(L.LightningModule):
         self.model = load_policy(model_path, dtype)
         # a frozen reference policy only when a KL coefficient is above 0 (not saved in checkpoints)
         self.ref_model = load_reference(model_path, dtype) if objective.needs_reference else None
+        if self.ref_model is not None:  # eval mode on purpose (no dropout in a KL anchor)
+            warnings.filterwarnings("ignore", message=r"Found \d+ module\(s\) in eval mode")
         # a learned value model only for objectives with a critic (PPO)
         self.critic = (
             load_critic(objective.critic_model_path or model_path, dtype) if objective.needs_critic else None

@@ -146,6 +146,25 @@ def test_ddp_two_processes(tmp_path):
     assert len(history) == 2 and set(history[0]["pass@k"]) == {"1", "2", "4"}
 
 
+@pytest.mark.parametrize("objective", ["ppo", "dapo"])
+def test_ddp_critic_reference_and_dynamic_sampling(objective, tmp_path):
+    """Under 2-process DDP: PPO's critic and reference model, DAPO's refill rounds (synced over
+    ranks), with several mini-batch updates per step; no hang, every step logged."""
+    run = tmp_path / "run"
+    args = ["fit", f"objective={objective}", "trainer.devices=2", "trainer.strategy=ddp"]
+    args += ["trainer.max_steps=2", "trainer.enable_checkpointing=false", "callbacks=none"]
+    args += ["data.batch_size=2", "rollout.n=4", "rollout.sampling.max_new_tokens=40"]
+    args += ["algo.mini_batch_size=3", f"run_dir={run}"]
+    proc = run_cli(args, timeout=600)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    train = [r for r in metrics_rows(run) if r.get("train/updates")]
+    assert len(train) == 2
+    if objective == "ppo":
+        assert all(r.get("loss/value") and r.get("train/approx_kl_ref") for r in train)
+    else:
+        assert all(float(r["rollout/dynamic_sampling_rounds"]) >= 1 for r in train)
+
+
 def test_ddp_rank_without_samples_stays_in_step(tmp_path):
     """PSR with every response right on rank 0 and wrong on rank 1: rank 1 has nothing to learn
     from, yet both ranks run the same updates (rank 1 a zero loss), nothing hangs."""

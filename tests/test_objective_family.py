@@ -223,3 +223,19 @@ def test_bad_ppo_values_are_refused(kwargs):
 def test_bad_values_are_refused(cls, kwargs):
     with pytest.raises(ValueError, match="objective"):
         cls(**kwargs)
+
+
+@pytest.mark.parametrize(
+    "cls, key, value, want",
+    [
+        (GRPO, "kl_coef", "abc", "objective.kl_coef must be a finite number"),
+        (GRPO, "std_normalize", "yes", "objective.std_normalize must be true or false"),
+        (DAPO, "max_sampling_rounds", 2.5, "objective.max_sampling_rounds must be an integer"),
+        (PPO, "gamma", None, "objective.gamma must be a finite number"),
+        (Reinforce, "lambda_pos", float("nan"), "objective.lambda_pos must be a finite number"),
+        (NGRPO, "virtual_samples", True, "objective.virtual_samples must be an integer"),
+    ],
+)
+def test_config_values_are_typed(cls, key, value, want):
+    with pytest.raises(ValueError, match=want):
+        cls(**{key: value})

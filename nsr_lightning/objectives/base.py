@@ -20,6 +20,8 @@ Pure tensor code: no Lightning, no engine.
 
 from __future__ import annotations
 
+import math
+
 import torch
 from torch import Tensor
 
@@ -35,6 +37,24 @@ from nsr_lightning.objectives.functional import (
 def is_correct(rewards: Tensor) -> Tensor:
     """A verifiable reward is correct when it is positive (rewards are 1 / 0 or 1 / -1)."""
     return rewards > 0
+
+
+def typed(name: str, value, kind: type):
+    """`value` as a finite float, an int or a bool, or one clear error naming objective.<name>
+    (a config value like `objective.kl_coef=abc` or `objective.std_normalize=yes` stops here)."""
+    if kind is bool and isinstance(value, bool):
+        return value
+    if kind is int and isinstance(value, int) and not isinstance(value, bool):
+        return value
+    if (
+        kind is float
+        and isinstance(value, (int, float))
+        and not isinstance(value, bool)
+        and math.isfinite(value)
+    ):
+        return float(value)
+    what = {bool: "true or false", int: "an integer", float: "a finite number"}[kind]
+    raise ValueError(f"objective.{name} must be {what}; got {value!r}")
 
 
 def _check(ok: bool, message: str) -> None:
@@ -69,6 +89,18 @@ class Objective:
         dynamic_sampling: bool = False,
         max_sampling_rounds: int = 1,
     ) -> None:
+        lambda_pos, lambda_neg = (
+            typed("lambda_pos", lambda_pos, float),
+            typed("lambda_neg", lambda_neg, float),
+        )
+        clip_ratio_low = typed("clip_ratio_low", clip_ratio_low, float)
+        clip_ratio_high = typed("clip_ratio_high", clip_ratio_high, float)
+        entropy_coef, kl_coef = typed("entropy_coef", entropy_coef, float), typed("kl_coef", kl_coef, float)
+        norm_length = None if norm_length is None else typed("norm_length", norm_length, int)
+        drop_all_correct_groups = typed("drop_all_correct_groups", drop_all_correct_groups, bool)
+        drop_all_wrong_groups = typed("drop_all_wrong_groups", drop_all_wrong_groups, bool)
+        dynamic_sampling = typed("dynamic_sampling", dynamic_sampling, bool)
+        max_sampling_rounds = typed("max_sampling_rounds", max_sampling_rounds, int)
         _check(
             lambda_pos >= 0 and lambda_neg >= 0,
             f"objective.lambda_pos and objective.lambda_neg must be >= 0; got {lambda_pos}, {lambda_neg}",

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from torch import Tensor
 
-from nsr_lightning.objectives.base import Objective
+from nsr_lightning.objectives.base import Objective, typed
 from nsr_lightning.objectives.functional import group_stats
 
 
@@ -27,6 +27,7 @@ class GRPO(Objective):
         **shared,
     ) -> None:
         super().__init__(kl_coef=kl_coef, loss_agg_mode=loss_agg_mode, **shared)
+        std_normalize, adv_eps = typed("std_normalize", std_normalize, bool), typed("adv_eps", adv_eps, float)
         if adv_eps <= 0:
             raise ValueError(f"objective.adv_eps must be > 0; got {adv_eps}")
         self.std_normalize = bool(std_normalize)

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 from torch import Tensor
 
+from nsr_lightning.objectives.base import typed
 from nsr_lightning.objectives.grpo import GRPO
 
 
@@ -36,6 +37,8 @@ class NGRPO(GRPO):
             drop_all_correct_groups=drop_all_correct_groups,
             **shared,
         )
+        virtual_samples = typed("virtual_samples", virtual_samples, int)
+        virtual_reward = typed("virtual_reward", virtual_reward, float)
         if virtual_samples < 0:
             raise ValueError(f"objective.virtual_samples must be >= 0; got {virtual_samples}")
         self.virtual_samples = int(virtual_samples)

@@ -17,7 +17,7 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
-from nsr_lightning.objectives.base import Objective
+from nsr_lightning.objectives.base import Objective, typed
 from nsr_lightning.objectives.functional import (
     KL_ESTIMATORS,
     aggregate,
@@ -67,6 +67,15 @@ class PPO(Objective):
         **shared,
     ) -> None:
         super().__init__(**shared)
+        critic_lr, gamma = typed("critic_lr", critic_lr, float), typed("gamma", gamma, float)
+        gae_lambda, value_clip = (
+            typed("gae_lambda", gae_lambda, float),
+            typed("value_clip", value_clip, float),
+        )
+        kl_penalty_coef = typed("kl_penalty_coef", kl_penalty_coef, float)
+        whiten_advantages = typed("whiten_advantages", whiten_advantages, bool)
+        if critic_model_path is not None and not isinstance(critic_model_path, str):
+            raise ValueError(f"objective.critic_model_path must be a path or null; got {critic_model_path!r}")
         if critic_lr <= 0:
             raise ValueError(f"objective.critic_lr must be > 0; got {critic_lr}")
         if not (0 <= gamma <= 1 and 0 <= gae_lambda <= 1):
