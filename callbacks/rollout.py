@@ -32,6 +32,7 @@ class RolloutCallback(L.Callback):
         )
         self.seed = int(seed)
         self._synced_step: int | None = None
+        self._timeouts_seen = getattr(reward_fn, "timeouts", 0) or 0
 
     def score(self, texts: list[str], golds: list[str]) -> torch.Tensor:
         return torch.tensor(self.reward_fn(texts, golds), dtype=torch.float32)
@@ -62,3 +63,7 @@ class RolloutCallback(L.Callback):
         pl_module.log("perf/generate_s", t2 - t1, on_step=True)
         pl_module.log("perf/reward_s", t3 - t2, on_step=True)
         pl_module.log("perf/generate_tokens_per_s", tokens / max(t2 - t1, 1e-9), on_step=True)
+        timeouts = getattr(self.reward_fn, "timeouts", None)  # rewards that run in bounded workers
+        if timeouts is not None:
+            pl_module.log("rollout/reward_timeouts", float(timeouts - self._timeouts_seen), on_step=True)
+            self._timeouts_seen = timeouts
