@@ -72,7 +72,10 @@ def test_json_and_parquet(tmp_path):
 @pytest.mark.parametrize(
     "content, message",
     [
-        (b'{"problem": "Q", "answer": "1"}\n{"answer": "2"}\n', "line 2: no 'problem' field"),
+        (
+            b'{"problem": "Q", "answer": "1"}\n{"answer": "2"}\n',
+            "line 2: no 'problem' field.*data.fields.bad.problem",
+        ),
         (b'{"problem": "Q"}\n', "line 1: no 'answer' field"),
         (b'{"problem": 3, "answer": "1"}\n', "line 1: 'problem' must be a non-empty string"),
         (b'{"problem": "Q", "answer": true}\n', "line 1: 'answer' must be a non-empty string or number"),

@@ -162,10 +162,10 @@ def to_problems(rows: list[dict], mapping: dict, *, name: str, where: str) -> li
     problems, seen = [], set()
     for index, row in enumerate(rows):
         at = f"{where}: {'line ' + str(row['__line__']) if '__line__' in row else 'row ' + str(index)}"
-        question = _field(row, mapping, "problem", at)
+        question = _field(row, mapping, "problem", at, name)
         if not isinstance(question, str) or not question.strip():
             raise UserError(f"{at}: '{mapping['problem']}' must be a non-empty string; got {question!r:.80}")
-        answer = _field(row, mapping, "answer", at)
+        answer = _field(row, mapping, "answer", at, name)
         if isinstance(answer, bool) or not isinstance(answer, (str, int, float)) or not str(answer).strip():
             raise UserError(
                 f"{at}: '{mapping['answer']}' must be a non-empty string or number; got {answer!r:.80}"
@@ -189,7 +189,7 @@ def to_problems(rows: list[dict], mapping: dict, *, name: str, where: str) -> li
     return problems
 
 
-def _field(row: dict, mapping: dict, key: str, at: str):
+def _field(row: dict, mapping: dict, key: str, at: str, name: str):
     column = mapping[key]
     if column not in row:
         columns = ", ".join(sorted(str(c) for c in row if c != "__line__"))[:300]
