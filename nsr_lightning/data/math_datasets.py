@@ -194,6 +194,6 @@ def _field(row: dict, mapping: dict, key: str, at: str, name: str):
     if column not in row:
         columns = ", ".join(sorted(str(c) for c in row if c != "__line__"))[:300]
         raise UserError(
-            f"{at}: no '{column}' field for the {key} (columns: {columns}); map it with fields.{key}=<column>"
+            f"{at}: no '{column}' field for the {key} (columns: {columns}); map it with data.fields.{name}.{key}=<column>"
         )
     return row[column]
