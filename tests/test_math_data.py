@@ -163,6 +163,5 @@ def test_math_datamodule(tokenizer, tmp_path):
     heldout = dm.heldout()
     assert [r["id"] for r in heldout["math500"]] == ["p0", "p1"] and len(heldout["synthetic"]) == 2
     with pytest.raises(ValueError, match="batch_size"):
-        MathDataModule(
-            tokenizer, paths={"math_train": str(train)}, heldout=[], batch_size=10, template="chat"
-        )
+        fields = {"math_train": {"answer": "answer"}}
+        MathDataModule(tokenizer, paths={"math_train": str(train)}, fields=fields, heldout=[], batch_size=10)
