@@ -18,6 +18,7 @@ from lightning.pytorch.utilities import rank_zero_info
 from nsr_lightning.callbacks.rollout import RolloutCallback, stream_seed
 
 from nsr_lightning.metrics import pass_at_k_table
+from nsr_lightning.metrics.report import format_table, log_wandb_curve
 from nsr_lightning.rollout import SamplingConfig
 
 EVAL_SALT = 7  # evaluation draws from its own random stream, the same before and after
@@ -124,29 +125,3 @@ class PassAtKCallback(L.Callback):
         os.makedirs(log_dir, exist_ok=True)
         with open(os.path.join(log_dir, "pass_at_k.json"), "w") as f:
             json.dump(self.history, f, indent=1)
-
-
-def log_wandb_curve(logger, results: dict[str, dict[int, float]], step: int) -> None:
-    import wandb
-
-    for name, table in results.items():
-        data = wandb.Table(columns=["k", "pass@k"], data=[[k, v] for k, v in table.items()])
-        logger.experiment.log(
-            {
-                f"val/{name}/pass@k_table": data,
-                f"val/{name}/pass@k_curve": wandb.plot.line(
-                    data, "k", "pass@k", title=f"{name} pass@k (step {step})"
-                ),
-            }
-        )
-
-
-def format_table(history: list[dict]) -> str:
-    """Plain-text table: one row per (evaluation, dataset), one column per k."""
-    ks = sorted({k for h in history for k in h["pass@k"]})
-    head = f"{'pass@k':<14}{'dataset':<12}" + "".join(f"{'k=' + str(k):>8}" for k in ks)
-    lines = [head, "-" * len(head)]
-    for h in history:
-        cells = "".join(f"{h['pass@k'][k]:>8.3f}" if k in h["pass@k"] else f"{'':>8}" for k in ks)
-        lines.append(f"{h['tag']:<14}{h['dataset']:<12}{cells}")
-    return "\n".join(lines)

@@ -7,12 +7,7 @@ import time
 import lightning as L
 import torch
 
-from nsr_lightning.rollout import SamplingConfig
-
-
-def stream_seed(seed: int, rank: int, step: int, salt: int = 0) -> int:
-    """A distinct, reproducible seed per (run seed, rank, step, purpose)."""
-    return (seed * 1_000_003 + rank * 7_919 + step * 104_729 + salt * 15_485_863) % (2**63 - 1)
+from nsr_lightning.rollout import SamplingConfig, stream_seed
 
 
 class RolloutCallback(L.Callback):

@@ -10,13 +10,14 @@ answer; a stuck worker is killed and replaced, its answer scores 0 and is counte
 parsed. Logs show at most a short, escaped head of an offending answer, never the whole string.
 
 Speed: identical (answer, gold) pairs are scored once (n samples of a problem often agree), an
-exact match after normalisation skips the workers, and tasks travel to workers in chunks.
+exact match after normalisation (or two integers) skips the workers, and tasks travel to workers in chunks.
 """
 
 from __future__ import annotations
 
 import logging
 import os
+import re
 
 from nsr_lightning.rewards.extract import extract_boxed, normalize_answer, preview
 from nsr_lightning.rewards.pool import WorkerPool
@@ -24,7 +25,18 @@ from nsr_lightning.rewards.pool import WorkerPool
 __all__ = ["MathVerifyReward"]
 
 log = logging.getLogger(__name__)
+_INT = re.compile(r"[+-]?[0-9]{1,30}")  # ASCII digits only: str.isdigit accepts more
 _MAX_WARNINGS = 10  # per reward object; later events are only counted
+
+
+def _shortcut(answer: str, gold: str) -> float | None:
+    """1.0 for equal normal forms, a plain comparison for two integer literals, else None."""
+    a, g = normalize_answer(answer), normalize_answer(gold)
+    if a == g != "":
+        return 1.0
+    if _INT.fullmatch(a) and _INT.fullmatch(g):
+        return 1.0 if int(a) == int(g) else 0.0
+    return None
 
 
 def _valid_text(s: str) -> bool:
@@ -102,9 +114,9 @@ class MathVerifyReward:
             if key in self._cache:
                 self.stats["cached"] += 1
                 scores[i] = self._cache[key]
-            elif normalize_answer(answer) == normalize_answer(gold) != "":
+            elif (shortcut := _shortcut(answer, gold)) is not None:
                 self.stats["exact"] += 1
-                scores[i] = self._remember(key, 1.0)
+                scores[i] = self._remember(key, shortcut)
             else:
                 todo.setdefault(key, []).append(i)
         if todo:

@@ -1,6 +1,6 @@
 """Rollout engines behind one interface: `sync_weights(model)` and `generate(model, prompts, n=, sampling=, seed=)`."""
 
-from nsr_lightning.rollout.batch import RolloutBatch, SamplingConfig
+from nsr_lightning.rollout.batch import RolloutBatch, SamplingConfig, stream_seed
 from nsr_lightning.rollout.hf import HFEngine
 
-__all__ = ["HFEngine", "RolloutBatch", "SamplingConfig"]
+__all__ = ["HFEngine", "RolloutBatch", "SamplingConfig", "stream_seed"]
