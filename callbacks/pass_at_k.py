@@ -17,6 +17,7 @@ import torch
 from lightning.pytorch.utilities import rank_zero_info
 from nsr_lightning.callbacks.rollout import RolloutCallback, stream_seed
 
+from nsr_lightning.evaluation import sample_and_score
 from nsr_lightning.metrics import pass_at_k_table
 from nsr_lightning.metrics.report import format_table, log_wandb_curve
 from nsr_lightning.rollout import SamplingConfig
@@ -97,15 +98,16 @@ class PassAtKCallback(L.Callback):
         per_rank = math.ceil(len(rows) / world)
         local = torch.full((per_rank,), -1, dtype=torch.long)
         if mine:
-            batch = rollout.engine.generate(
+            _, scores = sample_and_score(
+                rollout.engine,
                 pl_module.model,
-                [r["prompt_ids"] for r in mine],
+                rollout.reward_fn,
+                mine,
                 n=self.n,
                 sampling=sampling,
                 seed=stream_seed(self.seed, rank, 0, salt=EVAL_SALT),
             )
-            golds = [r["answer"] for r in mine for _ in range(self.n)]
-            correct = rollout.score(batch.texts, golds) > 0
+            correct = torch.tensor(scores) > 0
             local[: len(mine)] = correct.view(len(mine), self.n).sum(-1)
         if world > 1:
             gathered = trainer.strategy.all_gather(local.to(pl_module.device)).cpu()  # (world, per_rank)

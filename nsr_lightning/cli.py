@@ -29,6 +29,7 @@ evaluate: n samples per problem, pass@k per data set (resumes in the same run_di
 Config groups live in nsr_lightning/configs/ (see README)."""
 
 COMMANDS = ("fit", "evaluate")
+OPEN_MAPPINGS = ("trainer.", "data.paths.", "data.fields.")  # keys that need no '+' to be added
 RUN_DIR_ENV = "NSR_LIGHTNING_RUN_DIR"  # shared with Lightning's child processes
 
 
@@ -50,11 +51,12 @@ def compose(command: str, overrides: list[str]):
     _register_resolvers()
     with initialize_config_module(config_module="nsr_lightning.configs", version_base="1.3"):
         listed = hydra_compose(
-            config_name=command, overrides=[o for o in overrides if not o.startswith("trainer.")]
+            config_name=command, overrides=[o for o in overrides if not o.startswith(OPEN_MAPPINGS)]
         )
         # Any lightning.Trainer argument may be set as trainer.<name>=value, listed in the YAML or not
-        # (an unknown name is then refused by Trainer itself, with its own message).
-        overrides = [_add_unlisted_trainer_key(o, listed.get("trainer", {})) for o in overrides]
+        # (an unknown name is then refused by Trainer itself, with its own message); the same for the
+        # per-data-set maps data.paths.<name> and data.fields.<name>.
+        overrides = [_add_unlisted_key(o, listed) for o in overrides]
         cfg = hydra_compose(config_name=command, overrides=overrides)
     # Lightning's child processes (LOCAL_RANK set) reuse the parent's folder; a fresh run gets its own.
     inherited = os.environ.get(RUN_DIR_ENV) if "LOCAL_RANK" in os.environ else None
@@ -66,10 +68,15 @@ def compose(command: str, overrides: list[str]):
     return cfg
 
 
-def _add_unlisted_trainer_key(override: str, trainer_cfg) -> str:
+def _add_unlisted_key(override: str, listed) -> str:
+    from omegaconf import OmegaConf
+
     key = override.split("=", 1)[0]
-    if key.startswith("trainer.") and "=" in override and key.split(".")[1] not in trainer_cfg:
-        return "+" + override
+    for prefix in OPEN_MAPPINGS:
+        if key.startswith(prefix) and "=" in override:
+            mapping = OmegaConf.select(listed, prefix[:-1], default=None)
+            if mapping is not None and key[len(prefix) :].split(".")[0] not in mapping:
+                return "+" + override
     return override
 
 
