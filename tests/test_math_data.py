@@ -165,3 +165,24 @@ def test_math_datamodule(tokenizer, tmp_path):
     with pytest.raises(ValueError, match="batch_size"):
         fields = {"math_train": {"answer": "answer"}}
         MathDataModule(tokenizer, paths={"math_train": str(train)}, fields=fields, heldout=[], batch_size=10)
+
+
+def test_fit_on_a_local_math_set_with_the_math_reward(tmp_path):
+    """`fit data=math reward=math` on local files; the reward's timeout counter is logged."""
+    import csv
+
+    from conftest import FAST
+
+    from nsr_lightning.cli import main
+
+    train = write_jsonl(
+        tmp_path / "train.jsonl", [{"problem": f"{i}+{i}", "answer": str(2 * i)} for i in range(8)]
+    )
+    args = ["fit", "data=math", "reward=math", "reward.num_workers=1", f"data.paths.math_train={train}"]
+    args += ["data.fields.math_train.answer=answer", "data.heldout=[synthetic]", "data.template=chat"]
+    fast = [o for o in FAST if not o.startswith("data.num_heldout")]
+    args += [*fast, "data.max_heldout_problems=2", f"run_dir={tmp_path / 'run'}"]
+    assert main(args) == 0
+    (metrics,) = (tmp_path / "run").glob("csv/version_*/metrics.csv")
+    rows = [r for r in csv.DictReader(metrics.open()) if r.get("rollout/reward_timeouts")]
+    assert len(rows) == 1 and float(rows[0]["rollout/reward_timeouts"]) == 0
