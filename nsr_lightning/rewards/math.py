@@ -57,7 +57,6 @@ class MathVerifyReward:
         chunk_size: answers sent to a worker at a time.
         cache_size: (answer, gold) results kept; 0 disables the cache.
         memory_limit_mb: address-space limit of each worker (Linux; 0 = none).
-        start_method: multiprocessing start method (default forkserver, else spawn).
     """
 
     name = "math"
@@ -71,7 +70,6 @@ class MathVerifyReward:
         chunk_size: int = 16,
         cache_size: int = 100_000,
         memory_limit_mb: int = 4096,
-        start_method: str | None = None,
     ) -> None:
         if num_workers is not None and num_workers < 1:
             raise ValueError(f"reward.num_workers must be >= 1 (or null for automatic); got {num_workers}")
@@ -85,7 +83,6 @@ class MathVerifyReward:
         self.chunk_size = int(chunk_size)
         self.cache_size = int(cache_size)
         self.memory_limit_mb = int(memory_limit_mb)
-        self.start_method = start_method
         self.stats = {"answers": 0, "cached": 0, "exact": 0, "verified": 0, "too_long": 0, "errors": 0}
         self.timeouts = 0  # answers that hit the time bound or whose worker died; scored 0
         self._warned = 0
@@ -180,7 +177,6 @@ class MathVerifyReward:
                 soft_timeout_s=0.7 * self.timeout_s,
                 memory_limit_mb=self.memory_limit_mb,
                 chunk_size=self.chunk_size,
-                start_method=self.start_method,
             )
         return self._pool
 

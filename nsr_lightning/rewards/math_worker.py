@@ -1,6 +1,6 @@
 """The math-verify worker process: parse + verify one (answer, gold) pair at a time.
 
-Runs in its own process (math-verify's timeouts use SIGALRM, which only works on a process's main
+Runs in its own interpreter (math-verify's timeouts use SIGALRM, which only works on a process's main
 thread, and a hostile answer can spin in C code that no signal interrupts). The parent
 (``rewards/pool.py``) enforces the hard per-answer wall-clock bound by killing the process; here a
 soft alarm at a fraction of that bound stops pure-Python work early so that most slow answers cost
@@ -18,6 +18,7 @@ import functools
 import logging
 import os
 import signal
+import sys
 
 from math_verify import ExprExtractionConfig, LatexExtractionConfig, parse, verify
 
@@ -110,3 +111,9 @@ def serve(conn, soft_timeout_s: float, memory_limit_mb: int) -> None:
                 conn.send((key, score, status))
             except (BrokenPipeError, OSError):
                 return
+
+
+if __name__ == "__main__":  # python -m nsr_lightning.rewards.math_worker FD SOFT_TIMEOUT_S MEMORY_MB
+    from multiprocessing.connection import Connection
+
+    serve(Connection(int(sys.argv[1])), float(sys.argv[2]), int(sys.argv[3]))

@@ -6,63 +6,72 @@ parent, by the clock) is killed and replaced; that task scores 0 with status ``t
 rest of its chunk goes back to the queue. A worker that dies (segfault, out of memory) is treated
 the same way, with status ``crash``. No signals are used in the parent, so any thread may call.
 
-Processes come from a ``forkserver`` context (a fork of a multithreaded torch process is unsafe)
-that pre-imports the worker module, so a replacement starts in milliseconds; ``spawn`` where
-forkserver does not exist. Workers are daemons, also exit when the parent's pipe closes, and are
-stopped by ``close()``, by garbage collection of the pool, or at interpreter exit.
+Workers are fresh interpreters (``python -m nsr_lightning.rewards.math_worker``) talking over a
+socket pair: nothing is forked from a multithreaded torch process, and unlike multiprocessing's
+spawn / forkserver they never re-import the caller's ``__main__`` (a script without a main guard,
+a script read from stdin). They exit when the socket closes (so also when the parent dies), and
+are stopped by ``close()``, by garbage collection of the pool, or at interpreter exit.
 """
 
 from __future__ import annotations
 
 import contextlib
-import multiprocessing as mp
+import os
+import socket
+import subprocess
+import sys
 import threading
 import time
 import weakref
 from collections import deque
-from multiprocessing.connection import wait
+from multiprocessing.connection import Connection, wait
+from pathlib import Path
 
 __all__ = ["WorkerPool"]
 
 _WORKER_MODULE = "nsr_lightning.rewards.math_worker"
+_PACKAGE_ROOT = str(Path(__file__).resolve().parents[2])  # the folder that holds nsr_lightning/
 _MAX_START_FAILURES = 3
 
 
-def _context(start_method: str | None):
-    method = start_method or ("forkserver" if "forkserver" in mp.get_all_start_methods() else "spawn")
-    ctx = mp.get_context(method)
-    if method == "forkserver":
-        ctx.set_forkserver_preload([_WORKER_MODULE])
-    return ctx
-
-
 class _Worker:
-    def __init__(self, ctx, args: tuple) -> None:
-        from nsr_lightning.rewards.math_worker import serve
-
-        self.conn, child = ctx.Pipe(duplex=True)
-        self.proc = ctx.Process(target=serve, args=(child, *args), daemon=True, name="math-reward-worker")
-        self.proc.start()
-        child.close()
+    def __init__(self, args: tuple) -> None:
+        parent, child = socket.socketpair()
+        env = dict(os.environ)
+        env["PYTHONPATH"] = os.pathsep.join(p for p in (_PACKAGE_ROOT, env.get("PYTHONPATH")) if p)
+        try:
+            self.proc = subprocess.Popen(
+                [sys.executable, "-m", _WORKER_MODULE, str(child.fileno()), *map(str, args)],
+                pass_fds=[child.fileno()],
+                stdin=subprocess.DEVNULL,
+                stdout=subprocess.DEVNULL,
+                env=env,
+            )
+        finally:
+            child.close()
+        self.conn = Connection(parent.detach())
         self.ready = False
         self.chunk: list[int] | None = None  # task indices being worked on
         self.done = 0  # how many of them have been answered
         self.since = time.monotonic()  # start of the current task (or of the process)
 
+    def alive(self) -> bool:
+        return self.proc.poll() is None
+
     def kill(self) -> None:
-        try:
+        with contextlib.suppress(OSError):
             self.proc.kill()
-            self.proc.join(timeout=5)
-        finally:
-            self.conn.close()
+        with contextlib.suppress(subprocess.TimeoutExpired):
+            self.proc.wait(timeout=5)
+        self.conn.close()
 
     def stop(self) -> None:
         with contextlib.suppress(OSError, ValueError):
             self.conn.send(None)
-        self.proc.join(timeout=2)
-        if self.proc.is_alive():
-            self.proc.kill()
-            self.proc.join(timeout=5)
+        try:
+            self.proc.wait(timeout=2)
+        except subprocess.TimeoutExpired:
+            self.kill()
         self.conn.close()
 
 
@@ -84,12 +93,10 @@ class WorkerPool:
         memory_limit_mb: int,
         chunk_size: int = 16,
         startup_timeout_s: float = 120.0,
-        start_method: str | None = None,
     ) -> None:
         self.size, self.timeout_s, self.chunk_size = size, timeout_s, chunk_size
         self.startup_timeout_s = startup_timeout_s
         self.args = (soft_timeout_s, memory_limit_mb)
-        self.ctx = _context(start_method)
         self.workers: list[_Worker] = []
         self.restarts = 0
         self._lock = threading.Lock()
@@ -114,7 +121,7 @@ class WorkerPool:
         start_failures = 0
         while remaining:
             while len(self.workers) < min(self.size, remaining):
-                self.workers.append(_Worker(self.ctx, self.args))
+                self.workers.append(_Worker(self.args))
             now = time.monotonic()
             failed: list[tuple[_Worker, str]] = []
             for w in self.workers:
@@ -134,10 +141,7 @@ class WorkerPool:
                 ),
                 default=now + self.timeout_s,
             )
-            wait(
-                [w.conn for w in self.workers] + [w.proc.sentinel for w in self.workers],
-                max(0.0, deadline - now),
-            )
+            wait([w.conn for w in self.workers], max(0.0, deadline - now))
             for w in self.workers:
                 if any(w is f for f, _ in failed):
                     continue
@@ -157,7 +161,7 @@ class WorkerPool:
                     failed.append((w, "crash"))
                     continue
                 limit = self.timeout_s if w.ready else self.startup_timeout_s
-                if not w.proc.is_alive():
+                if not w.alive():
                     failed.append((w, "crash"))
                 elif (w.chunk is not None or not w.ready) and time.monotonic() - w.since > limit:
                     failed.append((w, "timeout"))
@@ -170,7 +174,7 @@ class WorkerPool:
                     if start_failures >= _MAX_START_FAILURES:
                         raise RuntimeError(
                             f"math reward: {start_failures} worker processes in a row failed to start "
-                            f"(exit code {w.proc.exitcode}); is math-verify installed and importable?"
+                            f"(exit code {w.proc.returncode}); is math-verify installed and importable?"
                         )
                 if w.chunk is not None and w.done < len(w.chunk):
                     results[w.chunk[w.done]] = (0.0, status)
