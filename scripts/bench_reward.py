@@ -127,7 +127,8 @@ def make_mix(count: int, seed: int, hostile_share: float) -> tuple[list[str], li
 
 def run(name: str, responses: list[str], golds: list[str], labels: list[float], **kwargs) -> dict:
     with MathVerifyReward(**kwargs) as reward:
-        reward(["\\boxed{1}"], ["2"])  # start the workers outside the timing
+        reward(["\\boxed{\\frac{1}{2}}"], ["0.5"])  # start the workers outside the timing
+        reward.stats = dict.fromkeys(reward.stats, 0)
         start = time.perf_counter()
         scores = reward(responses, golds)
         elapsed = time.perf_counter() - start
@@ -142,7 +143,7 @@ def run(name: str, responses: list[str], golds: list[str], labels: list[float], 
         ),
         "timeouts": reward.timeouts,
         "worker_restarts": reward.restarts,
-        "stats": {k: v - (k == "answers") for k, v in reward.stats.items()},  # less the warm-up call
+        "stats": reward.stats,
     }
 
 
