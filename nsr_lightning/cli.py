@@ -49,6 +49,7 @@ def compose(command: str, overrides: list[str]):
     from omegaconf import open_dict
 
     _register_resolvers()
+    overrides = [_quote_path(o) for o in overrides]
     with initialize_config_module(config_module="nsr_lightning.configs", version_base="1.3"):
         listed = hydra_compose(
             config_name=command, overrides=[o for o in overrides if not o.startswith(OPEN_MAPPINGS)]
@@ -66,6 +67,14 @@ def compose(command: str, overrides: list[str]):
     with open_dict(cfg):
         cfg.run_dir = run_dir
     return cfg
+
+
+def _quote_path(override: str) -> str:
+    """`model.path=runs/x/epoch=0-step=9.ckpt` as Hydra needs it: a value holding '=' quoted."""
+    key, sep, value = override.partition("=")
+    if sep and "=" in value and value[:1] not in "'\"[{" and "'" not in value:
+        return f"{key}='{value}'"
+    return override
 
 
 def _add_unlisted_key(override: str, listed) -> str:

@@ -129,3 +129,11 @@ def test_bad_input_is_one_clear_error(override, message, tmp_path, capsys):
     assert main(["evaluate", *FAST, override, f"run_dir={tmp_path / 'r'}"]) == 2
     err = capsys.readouterr().err
     assert message in err and "Traceback" not in err
+
+
+def test_values_with_equals_signs_are_quoted_for_hydra():
+    from nsr_lightning.cli import _quote_path
+
+    assert _quote_path("model.path=runs/x/epoch=0-step=9.ckpt") == "model.path='runs/x/epoch=0-step=9.ckpt'"
+    assert _quote_path("n=4") == "n=4"
+    assert _quote_path("data.fields.x={a: b}") == "data.fields.x={a: b}"
