@@ -38,7 +38,12 @@ def _on_alarm(signum, frame) -> None:
 
 
 def _parse(answer: str) -> list:
-    """math-verify's view of a boxed answer's content (sympy objects, then the raw string)."""
+    """math-verify's view of a boxed answer's content (sympy objects, then the raw string).
+
+    Percent signs are dropped first, as a grader reads "25\\%" against a gold of 25 (math-verify
+    alone would read 0.25); the exact-match shortcut in math.py drops them too.
+    """
+    answer = answer.replace("\\%", "").replace("%", "")
     return parse("\\boxed{" + answer + "}", extraction_config=_EXTRACTION, parsing_timeout=None)
 
 
