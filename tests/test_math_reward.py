@@ -184,3 +184,16 @@ def test_constructor_errors():
         MathVerifyReward(timeout_s=0)
     with pytest.raises(ValueError, match="num_workers"):
         MathVerifyReward(num_workers=0)
+
+
+def test_worker_that_dies_mid_answer_is_counted_as_a_crash():
+    pool = WorkerPool(1, timeout_s=30, soft_timeout_s=0, memory_limit_mb=4096)
+    try:
+        pool.run([("1", "1")])  # started
+        (worker,) = pool.workers
+        threading.Timer(0.5, worker.proc.kill).start()  # an out-of-memory kill, a segfault, ...
+        start = time.perf_counter()
+        assert pool.run([("10^{10^{9}}", "1"), ("2", "2")]) == [(0.0, "crash"), (1.0, "ok")]
+        assert time.perf_counter() - start < 10 and pool.restarts == 1
+    finally:
+        pool.close()

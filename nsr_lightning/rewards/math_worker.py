@@ -19,6 +19,7 @@ import logging
 import os
 import signal
 import sys
+import warnings
 
 from math_verify import ExprExtractionConfig, LatexExtractionConfig, parse, verify
 
@@ -96,12 +97,32 @@ def _limit_memory(memory_limit_mb: int) -> None:
         pass
 
 
+def _limit_cpu(seconds: int) -> None:
+    """Let the kernel end this process after ``seconds`` more CPU seconds (SIGXCPU needs no GIL).
+
+    The parent kills a stuck worker long before; this bound only matters when the parent is gone
+    while the worker spins in C code and cannot notice the closed socket.
+    """
+    try:
+        import resource
+
+        usage = resource.getrusage(resource.RUSAGE_SELF)
+        _, hard = resource.getrlimit(resource.RLIMIT_CPU)
+        limit = int(usage.ru_utime + usage.ru_stime) + seconds
+        if hard == resource.RLIM_INFINITY or hard > limit:
+            resource.setrlimit(resource.RLIMIT_CPU, (limit, hard))
+    except (ImportError, ValueError, OSError):
+        pass
+
+
 def serve(conn, soft_timeout_s: float, memory_limit_mb: int) -> None:
     """Worker main loop (the target of the pool's processes)."""
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C goes to the parent, which shuts us down
     signal.signal(signal.SIGALRM, _on_alarm)
+    warnings.simplefilter("ignore")  # a warning could echo the offending input
     _quiet()
     _limit_memory(memory_limit_mb)
+    cpu_budget = max(30, int(10 * soft_timeout_s) + 1)
     conn.send(("ready", os.getpid()))
     while True:
         try:
@@ -111,6 +132,7 @@ def serve(conn, soft_timeout_s: float, memory_limit_mb: int) -> None:
         if tasks is None:
             return
         for key, answer, gold in tasks:
+            _limit_cpu(cpu_budget)
             score, status = score_one(answer, gold, soft_timeout_s)
             try:
                 conn.send((key, score, status))
