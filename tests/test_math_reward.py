@@ -197,3 +197,19 @@ def test_worker_that_dies_mid_answer_is_counted_as_a_crash():
         assert time.perf_counter() - start < 10 and pool.restarts == 1
     finally:
         pool.close()
+
+
+def test_an_interrupted_call_leaves_no_stale_answers(monkeypatch):
+    import nsr_lightning.rewards.pool as pool_module
+
+    pool = WorkerPool(1, timeout_s=30, soft_timeout_s=0, memory_limit_mb=4096)
+    try:
+        pool.run([("1", "1")])
+        real_wait = pool_module.wait
+        monkeypatch.setattr(pool_module, "wait", lambda *a: (_ for _ in ()).throw(KeyboardInterrupt))
+        with pytest.raises(KeyboardInterrupt):
+            pool.run([("\\frac{1}{2}", "0.5"), ("3", "4")])
+        monkeypatch.setattr(pool_module, "wait", real_wait)
+        assert pool.run([("5", "6"), ("7", "7")]) == [(0.0, "ok"), (1.0, "ok")]
+    finally:
+        pool.close()

@@ -108,7 +108,13 @@ class WorkerPool:
 
     def run(self, tasks: list[tuple[str, str]]) -> list[tuple[float, str]]:
         with self._lock:
-            return self._run(tasks)
+            try:
+                return self._run(tasks)
+            except BaseException:  # Ctrl-C mid-call: busy workers would answer a later call's keys
+                for w in [w for w in self.workers if w.chunk is not None or not w.ready]:
+                    w.kill()
+                    self.workers.remove(w)
+                raise
 
     # ---- the event loop ---------------------------------------------------------------------
     def _run(self, tasks: list[tuple[str, str]]) -> list[tuple[float, str]]:
