@@ -21,6 +21,7 @@ fit: train a policy
   trainer.max_steps=1 trainer.devices=2     any lightning.Trainer argument
   logger=csv|wandb|none   callbacks=default|none   run_dir=PATH   seed=N
   --cfg                                     print the composed config and exit
+
 evaluate: n samples per problem, pass@k per data set (resumes in the same run_dir)
   model.path=PATH|HUB_ID|RUN.ckpt           the model (a Lightning checkpoint loads into its base model)
   data.datasets=[math500,aime25,amc23]      data sets; data.paths.math500=FILE.jsonl for local files
@@ -126,6 +127,7 @@ def build_fit(cfg):
 def build_evaluate(cfg):
     """Instantiate everything `evaluate` needs; returns a function that runs it."""
     import lightning as L
+    import torch
     import transformers
     from hydra.utils import instantiate
     from omegaconf import OmegaConf
@@ -148,6 +150,8 @@ def build_evaluate(cfg):
         )
     sampling = SamplingConfig(**OmegaConf.to_container(cfg.sampling))
     model, tokenizer_source = load_any_policy(cfg.model.path, cfg.model.dtype, cfg.model.get("base_model"))
+    device = cfg.device if cfg.device != "auto" else ("cuda" if torch.cuda.is_available() else "cpu")
+    model.to(device)
     tokenizer = load_tokenizer(tokenizer_source)
     build_prompt(tokenizer, "1+1", data.template)  # a bad template fails here
     rows = {name: [encode(p, tokenizer, data.template) for p in ps] for name, ps in problems.items()}
