@@ -146,7 +146,7 @@ def build_evaluate(cfg):
     for name in data.datasets:
         limit = data.limit or (data.get("synthetic_problems") if name == "synthetic" else None)
         problems[name] = load_problems(
-            name, path=paths.get(name), fields=fields.get(name), limit=limit, seed=cfg.seed
+            name, path=paths.get(name), fields=fields.get(name), limit=limit, seed=data.synthetic_seed
         )
     sampling = SamplingConfig(**OmegaConf.to_container(cfg.sampling))
     model, tokenizer_source = load_any_policy(cfg.model.path, cfg.model.dtype, cfg.model.get("base_model"))
