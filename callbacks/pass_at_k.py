@@ -17,7 +17,9 @@ import torch
 from lightning.pytorch.utilities import rank_zero_info
 from nsr_lightning.callbacks.rollout import RolloutCallback, stream_seed
 
+from nsr_lightning.evaluation import sample_and_score
 from nsr_lightning.metrics import pass_at_k_table
+from nsr_lightning.metrics.report import format_table, log_wandb_curve
 from nsr_lightning.rollout import SamplingConfig
 
 EVAL_SALT = 7  # evaluation draws from its own random stream, the same before and after
@@ -96,15 +98,16 @@ class PassAtKCallback(L.Callback):
         per_rank = math.ceil(len(rows) / world)
         local = torch.full((per_rank,), -1, dtype=torch.long)
         if mine:
-            batch = rollout.engine.generate(
+            _, scores = sample_and_score(
+                rollout.engine,
                 pl_module.model,
-                [r["prompt_ids"] for r in mine],
+                rollout.reward_fn,
+                mine,
                 n=self.n,
                 sampling=sampling,
                 seed=stream_seed(self.seed, rank, 0, salt=EVAL_SALT),
             )
-            golds = [r["answer"] for r in mine for _ in range(self.n)]
-            correct = rollout.score(batch.texts, golds) > 0
+            correct = torch.tensor(scores) > 0
             local[: len(mine)] = correct.view(len(mine), self.n).sum(-1)
         if world > 1:
             gathered = trainer.strategy.all_gather(local.to(pl_module.device)).cpu()  # (world, per_rank)
@@ -124,29 +127,3 @@ class PassAtKCallback(L.Callback):
         os.makedirs(log_dir, exist_ok=True)
         with open(os.path.join(log_dir, "pass_at_k.json"), "w") as f:
             json.dump(self.history, f, indent=1)
-
-
-def log_wandb_curve(logger, results: dict[str, dict[int, float]], step: int) -> None:
-    import wandb
-
-    for name, table in results.items():
-        data = wandb.Table(columns=["k", "pass@k"], data=[[k, v] for k, v in table.items()])
-        logger.experiment.log(
-            {
-                f"val/{name}/pass@k_table": data,
-                f"val/{name}/pass@k_curve": wandb.plot.line(
-                    data, "k", "pass@k", title=f"{name} pass@k (step {step})"
-                ),
-            }
-        )
-
-
-def format_table(history: list[dict]) -> str:
-    """Plain-text table: one row per (evaluation, dataset), one column per k."""
-    ks = sorted({k for h in history for k in h["pass@k"]})
-    head = f"{'pass@k':<14}{'dataset':<12}" + "".join(f"{'k=' + str(k):>8}" for k in ks)
-    lines = [head, "-" * len(head)]
-    for h in history:
-        cells = "".join(f"{h['pass@k'][k]:>8.3f}" if k in h["pass@k"] else f"{'':>8}" for k in ks)
-        lines.append(f"{h['tag']:<14}{h['dataset']:<12}{cells}")
-    return "\n".join(lines)

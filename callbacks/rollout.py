@@ -8,12 +8,7 @@ import lightning as L
 import torch
 from lightning.pytorch.utilities import rank_zero_info
 
-from nsr_lightning.rollout import RolloutBatch, SamplingConfig, cat_batches
-
-
-def stream_seed(seed: int, rank: int, step: int, salt: int = 0) -> int:
-    """A distinct, reproducible seed per (run seed, rank, step, purpose)."""
-    return (seed * 1_000_003 + rank * 7_919 + step * 104_729 + salt * 15_485_863) % (2**63 - 1)
+from nsr_lightning.rollout import RolloutBatch, SamplingConfig, cat_batches, stream_seed
 
 
 class RolloutCallback(L.Callback):
@@ -41,6 +36,7 @@ class RolloutCallback(L.Callback):
         )
         self.seed = int(seed)
         self._synced_step: int | None = None
+        self._timeouts_seen = getattr(reward_fn, "timeouts", 0) or 0
 
     def score(self, texts: list[str], golds: list[str]) -> torch.Tensor:
         return torch.tensor(self.reward_fn(texts, golds), dtype=torch.float32)
@@ -76,6 +72,10 @@ class RolloutCallback(L.Callback):
         pl_module.log("perf/generate_s", times["generate"], on_step=True)
         pl_module.log("perf/reward_s", times["reward"], on_step=True)
         pl_module.log("perf/generate_tokens_per_s", tokens / max(times["generate"], 1e-9), on_step=True)
+        timeouts = getattr(self.reward_fn, "timeouts", None)  # rewards that run in bounded workers
+        if timeouts is not None:
+            pl_module.log("rollout/reward_timeouts", float(timeouts - self._timeouts_seen), on_step=True)
+            self._timeouts_seen = timeouts
 
     # ---- dynamic sampling ---------------------------------------------------------------------
     def _fill(self, trainer, pl_module, batch: dict, rollout: RolloutBatch, times: dict) -> RolloutBatch:

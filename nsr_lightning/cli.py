@@ -1,6 +1,6 @@
 """Command line: Hydra composition and instantiation, nothing else.
 
-`python -m nsr_lightning fit [overrides]`. The Hydra compose API is used (not @hydra.main), so
+`python -m nsr_lightning fit|evaluate [overrides]`. The Hydra compose API is used (not @hydra.main), so
 `fit` can stand before the overrides, the working directory never changes, and Lightning's
 multi-process launcher can re-run the same command line in its child processes.
 """
@@ -12,16 +12,25 @@ import sys
 import time
 from pathlib import Path
 
-USAGE = """usage: python -m nsr_lightning fit [group=option ...] [key=value ...] [--cfg]
+USAGE = """usage: python -m nsr_lightning fit|evaluate [group=option ...] [key=value ...] [--cfg]
+
+fit: train a policy
 
   objective=nsr|psr|w_reinforce|reinforce   the learning signal (default nsr)
   objective.lambda_pos=0.25                 W-REINFORCE's positive weight (and any other knob)
   trainer.max_steps=1 trainer.devices=2     any lightning.Trainer argument
   logger=csv|wandb|none   callbacks=default|none   run_dir=PATH   seed=N
   --cfg                                     print the composed config and exit
+
+evaluate: n samples per problem, pass@k per data set (resumes in the same run_dir)
+  model.path=PATH|HUB_ID|RUN.ckpt           the model (a Lightning checkpoint loads into its base model)
+  data.datasets=[math500,aime25,amc23]      data sets; data.paths.math500=FILE.jsonl for local files
+  preset=tiny|qwen25_math|qwen3_nonthinking n, sampling and prompt template of a model family
+  n=64 sampling.temperature=0.6 reward=math|synthetic rollout=hf
 Config groups live in nsr_lightning/configs/ (see README)."""
 
-COMMANDS = ("fit",)
+COMMANDS = ("fit", "evaluate")
+OPEN_MAPPINGS = ("trainer.", "data.paths.", "data.fields.")  # keys that need no '+' to be added
 RUN_DIR_ENV = "NSR_LIGHTNING_RUN_DIR"  # shared with Lightning's child processes
 
 
@@ -41,13 +50,15 @@ def compose(command: str, overrides: list[str]):
     from omegaconf import open_dict
 
     _register_resolvers()
+    overrides = [_quote_path(o) for o in overrides]
     with initialize_config_module(config_module="nsr_lightning.configs", version_base="1.3"):
         listed = hydra_compose(
-            config_name=command, overrides=[o for o in overrides if not o.startswith("trainer.")]
+            config_name=command, overrides=[o for o in overrides if not o.startswith(OPEN_MAPPINGS)]
         )
         # Any lightning.Trainer argument may be set as trainer.<name>=value, listed in the YAML or not
-        # (an unknown name is then refused by Trainer itself, with its own message).
-        overrides = [_add_unlisted_trainer_key(o, listed.get("trainer", {})) for o in overrides]
+        # (an unknown name is then refused by Trainer itself, with its own message); the same for the
+        # per-data-set maps data.paths.<name> and data.fields.<name>.
+        overrides = [_add_unlisted_key(o, listed) for o in overrides]
         cfg = hydra_compose(config_name=command, overrides=overrides)
     # Lightning's child processes (LOCAL_RANK set) reuse the parent's folder; a fresh run gets its own.
     inherited = os.environ.get(RUN_DIR_ENV) if "LOCAL_RANK" in os.environ else None
@@ -59,10 +70,23 @@ def compose(command: str, overrides: list[str]):
     return cfg
 
 
-def _add_unlisted_trainer_key(override: str, trainer_cfg) -> str:
+def _quote_path(override: str) -> str:
+    """`model.path=runs/x/epoch=0-step=9.ckpt` as Hydra needs it: a value holding '=' quoted."""
+    key, sep, value = override.partition("=")
+    if sep and "=" in value and value[:1] not in "'\"[{" and "'" not in value:
+        return f"{key}='{value}'"
+    return override
+
+
+def _add_unlisted_key(override: str, listed) -> str:
+    from omegaconf import OmegaConf
+
     key = override.split("=", 1)[0]
-    if key.startswith("trainer.") and "=" in override and key.split(".")[1] not in trainer_cfg:
-        return "+" + override
+    for prefix in OPEN_MAPPINGS:
+        if key.startswith(prefix) and "=" in override:
+            mapping = OmegaConf.select(listed, prefix[:-1], default=None)
+            if mapping is not None and key[len(prefix) :].split(".")[0] not in mapping:
+                return "+" + override
     return override
 
 
@@ -98,6 +122,72 @@ def build_fit(cfg):
         model_path=cfg.model.path, dtype=cfg.model.dtype, objective=objective, seed=cfg.seed, **algo
     )
     return trainer, module, datamodule
+
+
+def build_evaluate(cfg):
+    """Instantiate everything `evaluate` needs; returns a function that runs it."""
+    import lightning as L
+    import torch
+    import transformers
+    from hydra.utils import instantiate
+    from omegaconf import OmegaConf
+
+    from nsr_lightning.data import build_prompt, load_problems
+    from nsr_lightning.data.datamodule import encode
+    from nsr_lightning.evaluation import evaluate
+    from nsr_lightning.models import load_any_policy, load_tokenizer
+    from nsr_lightning.rollout import SamplingConfig
+
+    transformers.logging.disable_progress_bar()
+    L.seed_everything(cfg.seed, verbose=False)
+    data = cfg.data
+    paths, fields = OmegaConf.to_container(data.paths), OmegaConf.to_container(data.fields)
+    problems = {}
+    for name in data.datasets:
+        limit = data.limit or (data.get("synthetic_problems") if name == "synthetic" else None)
+        problems[name] = load_problems(
+            name, path=paths.get(name), fields=fields.get(name), limit=limit, seed=data.synthetic_seed
+        )
+    sampling = SamplingConfig(**OmegaConf.to_container(cfg.sampling))
+    model, tokenizer_source = load_any_policy(cfg.model.path, cfg.model.dtype, cfg.model.get("base_model"))
+    device = cfg.device if cfg.device != "auto" else ("cuda" if torch.cuda.is_available() else "cpu")
+    model.to(device)
+    tokenizer = load_tokenizer(tokenizer_source)
+    build_prompt(tokenizer, "1+1", data.template)  # a bad template fails here
+    rows = {name: [encode(p, tokenizer, data.template) for p in ps] for name, ps in problems.items()}
+    engine = instantiate(cfg.rollout.engine, tokenizer=tokenizer)
+    reward = instantiate(cfg.reward)
+    chunk_size = cfg.chunk_size or max(1, getattr(engine, "batch_size", 8 * cfg.n) // cfg.n)
+    loggers = [instantiate(c) for c in cfg.logger.values()]
+    settings = {
+        "model": str(cfg.model.path),
+        "n": cfg.n,
+        "sampling": OmegaConf.to_container(cfg.sampling),
+        "seed": cfg.seed,
+        "template": data.template,
+        "chunk_size": chunk_size,
+        "reward": OmegaConf.to_container(cfg.reward).get("_target_"),
+    }
+    args = dict(engine=engine, model=model, reward=reward, n=cfg.n, sampling=sampling, seed=cfg.seed)
+    args |= dict(out_dir=cfg.run_dir, chunk_size=chunk_size, settings=settings, loggers=loggers)
+    return lambda: evaluate(rows, **args)
+
+
+def run_evaluate(cfg, run) -> None:
+    from omegaconf import OmegaConf
+
+    os.makedirs(cfg.run_dir, exist_ok=True)
+    OmegaConf.save(cfg, os.path.join(cfg.run_dir, "config.yaml"), resolve=True)
+    print(
+        f"evaluating {cfg.model.path} on {', '.join(cfg.data.datasets)} (n={cfg.n}) -> {cfg.run_dir}",
+        flush=True,
+    )
+    try:
+        run()
+    except KeyboardInterrupt:
+        print(f"\ninterrupted; re-run with run_dir={cfg.run_dir} to resume", file=sys.stderr, flush=True)
+        raise
+    print(f"\nresults:     {cfg.run_dir}/summary.json", flush=True)
 
 
 def run_fit(cfg, trainer, module, datamodule) -> None:
@@ -152,9 +242,19 @@ def main(argv: list[str] | None = None) -> int:
         if print_cfg:
             print(OmegaConf.to_yaml(cfg, resolve=True))
             return 0
-        trainer, module, datamodule = build_fit(cfg)
+        if command == "evaluate":
+            run = build_evaluate(cfg)
+        else:
+            trainer, module, datamodule = build_fit(cfg)
     except (UserError, ValueError, TypeError, HydraException, OmegaConfBaseException) as e:
         print(f"error: {_one_message(e)}", file=sys.stderr)
         return 2
+    if command == "evaluate":
+        try:
+            run_evaluate(cfg, run)
+        except UserError as e:  # found while running: a resume with other settings, ...
+            print(f"error: {e}", file=sys.stderr)
+            return 2
+        return 0
     run_fit(cfg, trainer, module, datamodule)
     return 0

@@ -93,3 +93,37 @@ def load_critic(path: str, dtype: str = "float32") -> PreTrainedModel:
     finally:
         hf_logging.set_verbosity(verbosity)
     return model.train()
+
+
+def load_any_policy(path: str, dtype: str = "float32", base_model: str | None = None):
+    """(model, tokenizer source) from a model directory, a hub id or a Lightning checkpoint.
+
+    A ``.ckpt`` is read with ``weights_only=True`` (no code runs from the file); its ``model.*``
+    weights go into the base model it was trained from (the run's ``model_path``
+    hyper-parameter, or ``base_model`` when given).
+    """
+    if not str(path).endswith(".ckpt"):
+        return load_policy(path, dtype), path
+    p = Path(os.path.expanduser(str(path)))
+    if not p.is_file():
+        raise UserError(f"model.path: no checkpoint file at {p}")
+    try:
+        ckpt = torch.load(p, map_location="cpu", weights_only=True)
+    except Exception as e:
+        raise UserError(
+            f"model.path: cannot read {p} as a Lightning checkpoint: {str(e).splitlines()[0]}"
+        ) from None
+    base = base_model or (ckpt.get("hyper_parameters") or {}).get("model_path")
+    if not base:
+        raise UserError(f"model.path: {p} does not say its base model; set model.base_model=<path or hub id>")
+    state = {k[len("model.") :]: v for k, v in ckpt.get("state_dict", {}).items() if k.startswith("model.")}
+    if not state:
+        raise UserError(f"model.path: {p} holds no model.* weights; is it an nsr_lightning checkpoint?")
+    model = load_policy(base, dtype)
+    missing, unexpected = model.load_state_dict(state, strict=False)
+    if missing or unexpected:
+        raise UserError(
+            f"model.path: {p} does not fit base model {base} "
+            f"(missing {len(missing)} tensors, e.g. {missing[:1]}; unexpected {len(unexpected)}, e.g. {unexpected[:1]})"
+        )
+    return model, base

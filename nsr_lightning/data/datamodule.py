@@ -5,6 +5,7 @@ from __future__ import annotations
 import lightning as L
 from torch.utils.data import DataLoader, Dataset
 
+from nsr_lightning.data.math_datasets import load_problems
 from nsr_lightning.data.synthetic import Problem, SyntheticTask
 from nsr_lightning.data.templates import build_prompt
 
@@ -85,3 +86,73 @@ class SyntheticDataModule(L.LightningDataModule):
         """Held-out problems per data set name, encoded like training rows."""
         problems = self.task.heldout_problems(self.num_heldout_problems)
         return {"synthetic": [encode(p, self.tokenizer, self.template) for p in problems]}
+
+
+class ListDataset(Dataset):
+    """Map-style view of a list of problems, tokenised on access."""
+
+    def __init__(self, problems: list[Problem], tokenizer, template: str) -> None:
+        self.problems, self.tokenizer, self.template = problems, tokenizer, template
+
+    def __len__(self) -> int:
+        return len(self.problems)
+
+    def __getitem__(self, index: int) -> dict:
+        return encode(self.problems[index], self.tokenizer, self.template)
+
+
+class MathDataModule(L.LightningDataModule):
+    """Named math data sets (nsr_lightning.data.math_datasets): one to train on, others held out.
+
+    ``paths`` / ``fields`` map a set's name to a local file / a column mapping; a set without a
+    path loads from the hub (online only). Batches have the synthetic module's shape.
+    """
+
+    def __init__(
+        self,
+        tokenizer,
+        *,
+        train: str = "math_train",
+        heldout: list[str] | tuple[str, ...] = ("math500",),
+        paths: dict | None = None,
+        fields: dict | None = None,
+        batch_size: int = 32,
+        max_heldout_problems: int | None = None,
+        template: str = "qwen25_math",
+        seed: int = 0,
+        num_workers: int = 0,
+    ) -> None:
+        super().__init__()
+        if batch_size < 1:
+            raise ValueError(f"data.batch_size must be >= 1; got {batch_size}")
+        self.tokenizer, self.batch_size, self.template = tokenizer, batch_size, template
+        self.num_workers, self.seed = num_workers, seed
+        paths, fields = dict(paths or {}), dict(fields or {})
+        build_prompt(tokenizer, "1+1", template)  # fail now, not mid-run, on a bad template
+
+        def load(name: str, limit: int | None = None) -> list[Problem]:
+            return load_problems(name, path=paths.get(name), fields=fields.get(name), limit=limit, seed=seed)
+
+        self.train_problems = load(train)
+        if len(self.train_problems) < batch_size:
+            raise ValueError(
+                f"data.batch_size ({batch_size}) is larger than the {len(self.train_problems)} problems of {train}"
+            )
+        self.heldout_problems = {name: load(name, max_heldout_problems) for name in heldout}
+
+    def train_dataloader(self) -> DataLoader:
+        return DataLoader(
+            ListDataset(self.train_problems, self.tokenizer, self.template),
+            batch_size=self.batch_size,
+            shuffle=True,
+            drop_last=True,
+            collate_fn=collate,
+            num_workers=self.num_workers,
+        )
+
+    def heldout(self) -> dict[str, list[dict]]:
+        """Held-out problems per data set name, encoded like training rows."""
+        return {
+            name: [encode(p, self.tokenizer, self.template) for p in problems]
+            for name, problems in self.heldout_problems.items()
+        }

@@ -1,48 +1,18 @@
-"""Exact verifier for the signed-sum task: last ``\\boxed{...}`` must hold the gold integer.
+"""Exact verifier for the signed-sum task: last ``\\boxed{...}`` (or ``\\fbox{...}``) must hold the gold
+integer.
 
-Pure Python, self-contained (no imports from the rest of the project), linear time and safe on
+Pure Python, no imports from outside ``rewards/`` (the extraction is shared), linear time and safe on
 hostile input: megabyte strings, thousands of nested braces, lone surrogates never raise.
 """
 
 from __future__ import annotations
 
+from nsr_lightning.rewards.extract import extract_boxed
+
 __all__ = ["SyntheticReward", "extract_boxed", "parse_int_literal"]
 
-_BOXED = "\\boxed{"
 _MAX_INT_CHARS = 30
 _DIGITS = frozenset("0123456789")
-
-
-def extract_boxed(text: str) -> str | None:
-    """Content of the last ``\\boxed{...}`` in ``text``, brace matched (nested braces allowed).
-
-    Returns None when there is no ``\\boxed{`` or when the last one is not closed. Runs in time
-    linear in ``len(text)``: one reverse search and one forward scan with a depth counter.
-    """
-    if not isinstance(text, str):
-        return None
-    start = text.rfind(_BOXED)
-    if start < 0:
-        return None
-    begin = start + len(_BOXED)
-    depth = 1
-    # Hop between braces with str.find (C speed on long brace-free runs); each cached position is
-    # only recomputed once the scan has passed it, so the total work stays linear.
-    pos = begin
-    next_open = text.find("{", pos)
-    next_close = text.find("}", pos)
-    while next_close >= 0:
-        if 0 <= next_open < next_close:
-            depth += 1
-            pos = next_open + 1
-            next_open = text.find("{", pos)
-        else:
-            depth -= 1
-            if depth == 0:
-                return text[begin:next_close]
-            pos = next_close + 1
-            next_close = text.find("}", pos)
-    return None
 
 
 def parse_int_literal(text: str) -> int | None:

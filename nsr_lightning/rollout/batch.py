@@ -12,6 +12,11 @@ import torch
 from torch import Tensor
 
 
+def stream_seed(seed: int, rank: int, step: int, salt: int = 0) -> int:
+    """A distinct, reproducible seed per (run seed, rank, step, purpose)."""
+    return (seed * 1_000_003 + rank * 7_919 + step * 104_729 + salt * 15_485_863) % (2**63 - 1)
+
+
 @dataclass(frozen=True)
 class SamplingConfig:
     """Sampling settings shared by every engine. temperature 0 means greedy."""
