@@ -15,6 +15,7 @@ import lightning as L
 import torch
 from torch import Tensor
 
+from nsr_lightning.fsdp import is_sharded, shard_model, to_local_scalar
 from nsr_lightning.logprobs import response_logprobs
 from nsr_lightning.metrics import RatioMetric, group_outcomes
 from nsr_lightning.models import load_policy
@@ -38,6 +39,11 @@ RATIO_METRICS = (
 
 
 class RLVRModule(L.LightningModule):
+    # Bumped by every optimizer step; the rollout engine re-syncs its weights only when it changed.
+    policy_version: int = 0
+    # Models that `configure_model` shards under FSDP2 (attribute names; missing ones are skipped).
+    SHARDED_MODELS = ("model",)
+
     def __init__(
         self,
         *,
@@ -53,6 +59,8 @@ class RLVRModule(L.LightningModule):
         logprob_chunk_size: int = 64,
         gradient_checkpointing: bool = False,
         entropy_of_all_responses: bool = True,
+        logprob_check_rows: int = 16,
+        fsdp: dict | None = None,
         seed: int = 0,
     ) -> None:
         super().__init__()
@@ -106,12 +114,14 @@ class RLVRModule(L.LightningModule):
         self._metric("rollout/fully_unsolved_ratio").update(unsolved, n_groups)
         self._metric("rollout/response_length").update(rollout.response_lengths.sum(), len(correct))
         self._metric("rollout/truncated_ratio").update(rollout.truncated.sum(), len(correct))
+        self._log_sampler_mismatch(rollout)
 
         keep = self.objective.keep(rewards, rollout.group_ids)
         advantages = self.objective.advantages(rewards, rollout.group_ids)
         kept = keep.nonzero().squeeze(-1)
         self._metric("train/samples_kept_ratio").update(len(kept), len(correct))
         dropped = (~keep).nonzero().squeeze(-1)
+        self._match_forward(bool(self.hparams.entropy_of_all_responses and len(dropped)))
         if self.hparams.entropy_of_all_responses and len(dropped):
             with torch.no_grad():  # the responses the objective drops still count in rollout/entropy
                 _, entropy = response_logprobs(
@@ -140,6 +150,7 @@ class RLVRModule(L.LightningModule):
             opt.step()
             return 0, None
         old_logprobs = None
+        self._match_forward(n_updates > 1 and n > 0)
         if n_updates > 1 and n > 0:  # off-policy after the first update: freeze pi_old now
             with torch.no_grad():
                 old_logprobs, entropy = response_logprobs(self.model, batch, chunk_size=hp.logprob_chunk_size)
@@ -154,9 +165,11 @@ class RLVRModule(L.LightningModule):
                 loss = self._minibatch_loss(batch, advantages, old_logprobs, idx, pre_update=n_updates == 1)
                 self.manual_backward(loss)
                 grad_norm = torch.nn.utils.clip_grad_norm_(self.model.parameters(), hp.max_grad_norm)
+                grad_norm = to_local_scalar(grad_norm)  # a DTensor under FSDP2
                 done += 1
                 # Only the last update goes through Lightning, so global_step counts RL steps.
                 (opt.step() if done == n_updates else opt.optimizer.step())
+                self.policy_version += 1
                 opt.zero_grad(set_to_none=True)
         return n_updates, grad_norm
 
@@ -205,3 +218,56 @@ class RLVRModule(L.LightningModule):
         prog = {"rollout/correct_ratio", "rollout/entropy"}
         for name, value in values.items():
             self.log(name, value, on_step=True, prog_bar=name in prog)
+
+    # ---- FSDP2 and the sampler check (issue 5) ----------------------------------------------
+    def configure_model(self) -> None:
+        """Under ModelParallelStrategy (`trainer=fsdp8`): FSDP2 `fully_shard` per decoder layer and
+        on the root, with the `fsdp.*` mixed-precision policy and activation checkpointing
+        (`algo.gradient_checkpointing`). Lightning calls this before `configure_optimizers`, so
+        the optimizer sees the sharded parameters. Other strategies: nothing to do."""
+        mesh = self.device_mesh
+        if mesh is None:
+            return
+        mesh = mesh["data_parallel"] if "data_parallel" in (mesh.mesh_dim_names or ()) else mesh
+        options = dict(self.hparams.fsdp or {})
+        for name in self.SHARDED_MODELS:
+            model = getattr(self, name, None)
+            if model is not None:
+                checkpointing = self.hparams.gradient_checkpointing and name == "model"
+                shard_model(model, mesh, activation_checkpointing=checkpointing, **options)
+
+    @torch.no_grad()
+    def _match_forward(self, will_forward: bool) -> None:
+        """Under FSDP2 every forward is a collective (it all-gathers each layer's weights): when
+        some rank ran an optional forward that this rank skipped (it had no rows for it), run a
+        dummy one so the ranks stay in step. Call it just BEFORE each rank-dependent forward
+        (`will_forward`: whether this rank is about to run it), so that the agreement (an
+        all-reduce) precedes the forwards' gathers on every rank. A no-op without sharding."""
+        if not is_sharded(self.model) or self.trainer.world_size == 1:
+            return
+        if self._sync_max(int(will_forward)) and not will_forward:
+            dummy = torch.zeros((1, 2), dtype=torch.long, device=self.device)
+            self.model(input_ids=dummy, use_cache=False)
+
+    @torch.no_grad()
+    def _log_sampler_mismatch(self, rollout: RolloutBatch) -> None:
+        """|sampler logprob - trainer logprob| on the same response tokens, before any update.
+
+        A cheap, loud alarm for a broken weight sync (stale or partial weights in the engine):
+        on `algo.logprob_check_rows` rows (0 = off) when the engine returns its logprobs.
+        Logged as `rollout/logprob_diff_mean` (mean over tokens, averaged over ranks) and
+        `rollout/logprob_diff_max` (max over ranks). Healthy: about 1e-5 in float32, 1e-2 in bf16.
+        """
+        rows = self.hparams.logprob_check_rows
+        if rollout.sampler_logprobs is None or rows <= 0:
+            return
+        check = rollout.select(torch.arange(min(rows, len(rollout))))
+        trainer_lp, _ = response_logprobs(
+            self.model, check, chunk_size=self.hparams.logprob_chunk_size, with_entropy=False
+        )
+        mask = check.response_mask.bool()
+        diff = (check.sampler_logprobs.to(trainer_lp) - trainer_lp).abs()[mask]  # (tokens,)
+        mean = diff.mean() if diff.numel() else torch.zeros((), device=self.device)
+        peak = diff.max() if diff.numel() else torch.zeros((), device=self.device)
+        self.log("rollout/logprob_diff_mean", mean, on_step=True, sync_dist=True)
+        self.log("rollout/logprob_diff_max", peak, on_step=True, sync_dist=True, reduce_fx="max")
