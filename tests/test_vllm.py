@@ -167,3 +167,21 @@ def test_fit_with_vllm_learns_like_hf(tmp_path):
     # the two engines draw different samples; the gains agree within noise
     hf_gain, vllm_gain = (last - first for first, last in gains.values())
     assert abs(hf_gain - vllm_gain) < 0.1, gains
+
+
+def test_fsdp_two_processes_with_colocated_vllm(tmp_path):
+    """trainer=fsdp_cpu (FSDP2, 2 processes, gloo) with a vLLM engine in each process (vLLM's
+    external_launcher backend on the trainer's process group): each rank gathers the sharded
+    weights into its own engine, and both engines match the trainer after every update."""
+    from test_cli import run_cli
+
+    run = tmp_path / "run"
+    args = ["fit", "trainer=fsdp_cpu", "fsdp.param_dtype=float32", "objective=reinforce", "callbacks=none"]
+    args += ["trainer.max_steps=2", *FAST, "data.batch_size=2", f"run_dir={run}"]
+    proc = run_cli(args, timeout=600, env={"VLLM_ENABLE_V1_MULTIPROCESSING": "0"})
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    rows = train_rows(run)
+    assert [float(r["perf/synced"]) for r in rows] == [1.0, 1.0]
+    for r in rows:
+        assert float(r["rollout/logprob_diff_max"]) < 1e-3, r["rollout/logprob_diff_max"]
+    assert (run / "final_model" / "model.safetensors").is_file()
