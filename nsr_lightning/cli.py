@@ -43,6 +43,7 @@ def compose(command: str, overrides: list[str]):
     from omegaconf import open_dict
 
     _register_resolvers()
+    overrides = [_quote_path(o) for o in overrides]
     with initialize_config_module(config_module="nsr_lightning.configs", version_base="1.3"):
         listed = hydra_compose(
             config_name=command, overrides=[o for o in overrides if not o.startswith("trainer.")]
@@ -59,6 +60,15 @@ def compose(command: str, overrides: list[str]):
     with open_dict(cfg):
         cfg.run_dir = run_dir
     return cfg
+
+
+def _quote_path(override: str) -> str:
+    """ckpt_path=.../epoch=0-step=2.ckpt: Lightning's checkpoint names hold '=', which Hydra's
+    override grammar refuses unless the value is quoted; quote it for the user."""
+    key, _, value = override.partition("=")
+    if key == "ckpt_path" and "=" in value and value[:1] not in ("'", '"'):
+        return f"{key}='{value}'"
+    return override
 
 
 def _add_unlisted_trainer_key(override: str, trainer_cfg) -> str:

@@ -41,6 +41,7 @@ def test_fsdp_equals_ddp(tmp_path):
     tests_dir = str(Path(__file__).parent)
     env = {"PYTHONPATH": os.pathsep.join([tests_dir, os.environ.get("PYTHONPATH", "")])}
     args = ["objective=psr", "reward._target_=helpers.rank_reward.RankReward", "algo.mini_batch_size=4"]
+    args += ["algo.gradient_checkpointing=true"]  # activation checkpointing under FSDP2 too
     args += ["trainer.max_steps=2", *SMALL]
     fsdp = fit(tmp_path / "fsdp", "trainer=fsdp_cpu", "fsdp.param_dtype=float32", *args, env=env)
     ddp = fit(tmp_path / "ddp", "trainer.devices=2", "trainer.strategy=ddp", *args, env=env)
