@@ -9,6 +9,7 @@ step). Rollouts arrive in `batch["rollout"]`, filled by `RolloutCallback` just b
 from __future__ import annotations
 
 import math
+import sys
 import time
 
 import lightning as L
@@ -43,6 +44,8 @@ class RLVRModule(L.LightningModule):
     policy_version: int = 0
     # Models that `configure_model` shards under FSDP2 (attribute names; missing ones are skipped).
     SHARDED_MODELS = ("model",)
+    # rollout/logprob_diff_mean above this prints a warning (healthy: ~1e-5 fp32, ~1e-2 bf16)
+    LOGPROB_ALARM = 0.1
 
     def __init__(
         self,
@@ -271,3 +274,11 @@ class RLVRModule(L.LightningModule):
         peak = diff.max() if diff.numel() else torch.zeros((), device=self.device)
         self.log("rollout/logprob_diff_mean", mean, on_step=True, sync_dist=True)
         self.log("rollout/logprob_diff_max", peak, on_step=True, sync_dist=True, reduce_fx="max")
+        if mean.item() > self.LOGPROB_ALARM:
+            print(
+                f"WARNING step {self.global_step} rank {self.global_rank}: sampler and trainer logprobs "
+                f"differ by {mean.item():.3f} on average (> {self.LOGPROB_ALARM}): is the engine's weight "
+                "sync broken (stale or partial weights)?",
+                file=sys.stderr,
+                flush=True,
+            )
