@@ -1,6 +1,6 @@
 """GPU smoke test: the paper-scale code path on one GPU with a real model shape, random weights.
 
-    python scripts/gpu_smoke.py [--layers 28] [--steps 2] [--out DIR]
+    python scripts/gpu_smoke.py [--layers 28] [--steps 2] [--out DIR] [--work DIR]
 
 1. Builds a causal LM from a real config (Qwen3-1.7B's shape: hidden 2048, 28 layers, 16 heads
    of 128, 8 KV heads, vocabulary 151,936) with random weights, no download, and saves it with
@@ -11,7 +11,8 @@
 3. The same with `rollout=vllm` when vllm imports: a colocated engine, weight sync every step,
    `rollout/logprob_diff_*` (bf16 sampler vs bf16 trainer: expect about 1e-2 mean).
 
-Prints one summary line per run and writes summary.json to --out. Random weights never answer
+Prints one summary line per run; writes summary.json and the run logs to --out (small), the
+model, checkpoints and runs to --work (tens of GB with all 28 layers). Random weights never answer
 right: the reward stays 0, and NSR still trains on every sample, which is all a smoke test needs.
 """
 
@@ -70,8 +71,8 @@ def build_model(out: Path, layers: int) -> Path:
     return path
 
 
-def fit(out: Path, model: Path, rollout: str, steps: int) -> dict:
-    run = out / f"run_{rollout}"
+def fit(out: Path, work: Path, model: Path, rollout: str, steps: int) -> dict:
+    run = work / f"run_{rollout}"
     args = [sys.executable, "-m", "nsr_lightning", "fit", "trainer=fsdp8", "trainer.devices=1"]
     args += [f"model.path={model}", "model.vllm_dtype=bfloat16", f"rollout={rollout}", "objective=nsr"]
     args += [f"trainer.max_steps={steps}", "trainer.enable_checkpointing=true", "callbacks=none"]
@@ -113,6 +114,7 @@ def main() -> int:
     parser.add_argument("--layers", type=int, default=28, help="decoder layers (28 = the real model)")
     parser.add_argument("--steps", type=int, default=2)
     parser.add_argument("--out", type=Path, default=Path(os.environ.get("OUT", "runs/gpu_smoke")))
+    parser.add_argument("--work", type=Path, default=Path("/tmp/nsr_gpu_smoke"))
     parser.add_argument("--skip-vllm", action="store_true")
     args = parser.parse_args()
     import torch
@@ -121,15 +123,16 @@ def main() -> int:
         print("no CUDA device: this smoke test needs a GPU", file=sys.stderr)
         return 2
     args.out.mkdir(parents=True, exist_ok=True)
+    args.work.mkdir(parents=True, exist_ok=True)
     print(f"device: {torch.cuda.get_device_name(0)}, torch {torch.__version__}", flush=True)
-    model = build_model(args.out, args.layers)
-    results = [fit(args.out, model, "hf", args.steps)]
+    model = build_model(args.work, args.layers)
+    results = [fit(args.out, args.work, model, "hf", args.steps)]
     if args.skip_vllm:
         pass
     elif importlib.util.find_spec("vllm") is None:
         results.append({"rollout": "vllm", "skipped": "vllm is not installed"})
     else:
-        results.append(fit(args.out, model, "vllm", args.steps))
+        results.append(fit(args.out, args.work, model, "vllm", args.steps))
     for r in results:
         print(json.dumps(r)[:1500], flush=True)
     (args.out / "summary.json").write_text(json.dumps(results, indent=1))
