@@ -78,7 +78,7 @@ class PassAtKCallback(L.Callback):
         sampling = SamplingConfig(
             **self.sampling_args, max_new_tokens=self.max_new_tokens or rollout.sampling.max_new_tokens
         )
-        rollout.engine.sync_weights(pl_module.model)
+        rollout.sync_if_changed(pl_module)
         results = {}
         for name, rows in trainer.datamodule.heldout().items():
             if not rows:

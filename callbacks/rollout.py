@@ -35,8 +35,25 @@ class RolloutCallback(L.Callback):
             sampling if isinstance(sampling, SamplingConfig) else SamplingConfig(**(sampling or {}))
         )
         self.seed = int(seed)
-        self._synced_step: int | None = None
+        self._synced_version: int | None = None  # the module's policy_version the engine holds
         self._timeouts_seen = getattr(reward_fn, "timeouts", 0) or 0
+
+    def sync_if_changed(self, pl_module: L.LightningModule) -> bool:
+        """Push the policy's weights to the engine if they changed since the last push.
+
+        "Changed" is the module's `policy_version`, bumped by every optimizer step (never a
+        step-count heuristic). The first call of a process always syncs (the engine starts
+        from `model.path`, the policy may come from a checkpoint); so does an engine that says
+        it lost its weights (vLLM sleep level 2). Under FSDP2 every rank calls this at the same
+        point: the versions agree across ranks, and the sync is a collective. Returns whether
+        it synced."""
+        version = getattr(pl_module, "policy_version", None)
+        lost = getattr(self.engine, "weights_lost", False)
+        if version is not None and version == self._synced_version and not lost:
+            return False
+        self.engine.sync_weights(pl_module.model)
+        self._synced_version = version
+        return True
 
     def score(self, texts: list[str], golds: list[str]) -> torch.Tensor:
         return torch.tensor(self.reward_fn(texts, golds), dtype=torch.float32)
@@ -57,9 +74,7 @@ class RolloutCallback(L.Callback):
     ) -> None:
         step, rank = trainer.global_step, trainer.global_rank
         t0 = time.perf_counter()
-        if self._synced_step != step:
-            self.engine.sync_weights(pl_module.model)
-            self._synced_step = step
+        synced = self.sync_if_changed(pl_module)
         times = {"generate": 0.0, "reward": 0.0}
         rollout = self._rollout(pl_module.model, batch, stream_seed(self.seed, rank, step), times)
         objective = getattr(pl_module, "objective", None)
@@ -69,6 +84,7 @@ class RolloutCallback(L.Callback):
         tokens = float(rollout.response_lengths.sum())
         sync_s = time.perf_counter() - t0 - times["generate"] - times["reward"]
         pl_module.log("perf/sync_s", sync_s, on_step=True)
+        pl_module.log("perf/synced", float(synced), on_step=True)
         pl_module.log("perf/generate_s", times["generate"], on_step=True)
         pl_module.log("perf/reward_s", times["reward"], on_step=True)
         pl_module.log("perf/generate_tokens_per_s", tokens / max(times["generate"], 1e-9), on_step=True)

@@ -41,6 +41,8 @@ def _register_resolvers() -> None:
 
     if not OmegaConf.has_resolver("nsr_asset"):
         OmegaConf.register_new_resolver("nsr_asset", lambda name: str(ASSETS / name))
+    if not OmegaConf.has_resolver("nsr_mul"):  # e.g. FSDP's data-parallel size = devices x nodes
+        OmegaConf.register_new_resolver("nsr_mul", lambda a, b: int(a) * int(b))
 
 
 def compose(command: str, overrides: list[str]):
@@ -114,12 +116,20 @@ def build_fit(cfg):
     callbacks = [rollout] + [instantiate(c) for c in cfg.callbacks.values()]
     loggers = [instantiate(c) for c in cfg.logger.values()]
     algo = OmegaConf.to_container(cfg.algo)
-    trainer_args = OmegaConf.to_container(cfg.trainer)
+    trainer_args = OmegaConf.to_container(cfg.trainer, resolve=True)
+    # A strategy given as an object (trainer=fsdp8: ModelParallelStrategy) rather than a name
+    if isinstance(trainer_args.get("strategy"), dict):
+        trainer_args["strategy"] = instantiate(trainer_args["strategy"])
     trainer = L.Trainer(
         **trainer_args, logger=loggers or False, callbacks=callbacks, default_root_dir=cfg.run_dir
     )
     module = RLVRModule(  # last: it loads the weights
-        model_path=cfg.model.path, dtype=cfg.model.dtype, objective=objective, seed=cfg.seed, **algo
+        model_path=cfg.model.path,
+        dtype=cfg.model.dtype,
+        objective=objective,
+        seed=cfg.seed,
+        fsdp=OmegaConf.to_container(cfg.fsdp) if "fsdp" in cfg else None,
+        **algo,
     )
     return trainer, module, datamodule
 
@@ -193,16 +203,19 @@ def run_evaluate(cfg, run) -> None:
 def run_fit(cfg, trainer, module, datamodule) -> None:
     from omegaconf import OmegaConf
 
+    from nsr_lightning.fsdp import full_state_dict
+
     if trainer.is_global_zero:
         os.makedirs(cfg.run_dir, exist_ok=True)
         OmegaConf.save(cfg, os.path.join(cfg.run_dir, "config.yaml"), resolve=True)
         print(f"objective: {module.objective.name} {module.objective.config()}", flush=True)
     for logger in trainer.loggers:
         logger.log_hyperparams({"objective": module.objective.config(), **OmegaConf.to_container(cfg)})
-    trainer.fit(module, datamodule=datamodule)
+    trainer.fit(module, datamodule=datamodule, ckpt_path=cfg.get("ckpt_path"))
+    state = full_state_dict(module.model)  # a collective under FSDP2: every rank takes part
     if trainer.is_global_zero:
         final = os.path.join(cfg.run_dir, "final_model")
-        module.model.save_pretrained(final)
+        module.model.save_pretrained(final, state_dict=state)
         datamodule.tokenizer.save_pretrained(final)
         print(f"\nlogs:        {cfg.run_dir}", flush=True)
         for logger in trainer.loggers:

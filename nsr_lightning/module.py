@@ -9,6 +9,7 @@ step). Rollouts arrive in `batch["rollout"]`, filled by `RolloutCallback` just b
 from __future__ import annotations
 
 import math
+import sys
 import time
 import warnings
 
@@ -16,6 +17,7 @@ import lightning as L
 import torch
 from torch import Tensor
 
+from nsr_lightning.fsdp import is_sharded, shard_model, to_local_scalar
 from nsr_lightning.logprobs import response_logprobs, response_values
 from nsr_lightning.metrics import RatioMetric, group_outcomes
 from nsr_lightning.models import load_critic, load_policy, load_reference
@@ -42,6 +44,13 @@ RATIO_METRICS = (
 
 
 class RLVRModule(L.LightningModule):
+    # Bumped by every optimizer step; the rollout engine re-syncs its weights only when it changed.
+    policy_version: int = 0
+    # Models that `configure_model` shards under FSDP2 (attribute names; missing ones are skipped).
+    SHARDED_MODELS = ("model", "ref_model", "critic")
+    # rollout/logprob_diff_mean above this prints a warning (healthy: ~1e-5 fp32, ~1e-2 bf16)
+    LOGPROB_ALARM = 0.1
+
     def __init__(
         self,
         *,
@@ -57,6 +66,8 @@ class RLVRModule(L.LightningModule):
         logprob_chunk_size: int = 64,
         gradient_checkpointing: bool = False,
         entropy_of_all_responses: bool = True,
+        logprob_check_rows: int = 16,
+        fsdp: dict | None = None,
         seed: int = 0,
     ) -> None:
         super().__init__()
@@ -145,12 +156,14 @@ class RLVRModule(L.LightningModule):
         )
         self._metric("rollout/response_length").update(rollout.response_lengths.sum(), len(correct))
         self._metric("rollout/truncated_ratio").update(rollout.truncated.sum(), len(correct))
+        self._log_sampler_mismatch(rollout)
 
         keep = self.objective.keep(rewards, group_ids)
         advantages = self.objective.advantages(rewards, group_ids)  # (N,) over whole groups
         kept = keep.nonzero().squeeze(-1)
         self._metric("train/samples_kept_ratio").update(len(kept), len(correct))
         dropped = (~keep).nonzero().squeeze(-1)
+        self._match_forward(bool(self.hparams.entropy_of_all_responses and len(dropped)))
         if self.hparams.entropy_of_all_responses and len(dropped):
             with torch.no_grad():  # the responses the objective drops still count in rollout/entropy
                 _, entropy = response_logprobs(
@@ -178,11 +191,21 @@ class RLVRModule(L.LightningModule):
         hp, obj = self.hparams, self.objective
         need_old = n_updates > 1 or obj.needs_old_logprobs
         out = {"advantages": advantages, "old_logprobs": None, "ref_logprobs": None}
-        if len(batch) == 0 or not (need_old or self.ref_model is not None or self.critic is not None):
+        models = [m for m in (self.model if need_old else None, self.ref_model, self.critic) if m is not None]
+        sharded = is_sharded(self.model) and self.trainer.world_size > 1
+        n_chunks = math.ceil(len(batch) / mb)
+        if sharded:  # every forward is a collective: all ranks run as many chunks, empty ones on a dummy
+            n_chunks = self._sync_max(n_chunks)
+        if not models or n_chunks == 0:
             return out
         parts: dict[str, list[Tensor]] = {"old_logprobs": [], "ref_logprobs": [], "old_values": []}
-        for start in range(0, len(batch), mb):
-            sub = batch.select(torch.arange(start, min(start + mb, len(batch))))
+        for c in range(n_chunks):
+            rows = torch.arange(c * mb, min((c + 1) * mb, len(batch)))
+            if len(rows) == 0:
+                for model in models:
+                    self._dummy_forward(model)
+                continue
+            sub = batch.select(rows)
             if need_old:
                 old, entropy = response_logprobs(self.model, sub, chunk_size=hp.logprob_chunk_size)
                 parts["old_logprobs"].append(old)
@@ -195,7 +218,7 @@ class RLVRModule(L.LightningModule):
             if self.critic is not None:
                 parts["old_values"].append(response_values(self.critic, sub))
         out.update({k: torch.cat(v) for k, v in parts.items() if v})
-        if self.critic is not None:
+        if self.critic is not None and len(batch):
             adv, returns, stats = obj.token_advantages(
                 batch.rewards,
                 batch.response_mask,
@@ -232,24 +255,29 @@ class RLVRModule(L.LightningModule):
                 loss = self._minibatch_loss(batch, prep, idx, pre_update=pre_update and n_updates == 1)
                 self.manual_backward(loss)
                 grad_norm = torch.nn.utils.clip_grad_norm_(self.model.parameters(), hp.max_grad_norm)
+                grad_norm = to_local_scalar(grad_norm)  # a DTensor under FSDP2
                 if self.critic is not None:
                     critic_norm = torch.nn.utils.clip_grad_norm_(self.critic.parameters(), hp.max_grad_norm)
-                    self.log("train/critic_grad_norm", critic_norm, on_step=True)
+                    self.log("train/critic_grad_norm", to_local_scalar(critic_norm), on_step=True)
                     opts[1].optimizer.step()
                 done += 1
                 # Only the last policy update goes through Lightning, so global_step counts RL steps.
                 (opts[0].step() if done == n_updates else opts[0].optimizer.step())
+                self.policy_version += 1
                 for opt in opts:
                     opt.zero_grad(set_to_none=True)
         return n_updates, grad_norm
 
+    def _dummy_forward(self, model) -> Tensor:
+        dummy = torch.zeros((1, 2), dtype=torch.long, device=self.device)
+        return model(input_ids=dummy, use_cache=False).logits.sum() * 0.0
+
     def _zero_loss(self) -> Tensor:
         """A zero loss through every trained model: a rank that ran out of samples still takes part
-        in the data-parallel gradient reduction, so ranks stay in step."""
-        dummy = torch.zeros((1, 2), dtype=torch.long, device=self.device)
-        loss = self.model(input_ids=dummy, use_cache=False).logits.sum() * 0.0
+        in the data-parallel gradient reduction (and FSDP2's gathers), so ranks stay in step."""
+        loss = self._dummy_forward(self.model)
         if self.critic is not None:
-            loss = loss + self.critic(input_ids=dummy, use_cache=False).logits.sum() * 0.0
+            loss = loss + self._dummy_forward(self.critic)
         return loss
 
     def _minibatch_loss(self, batch: RolloutBatch, prep: dict, idx: Tensor, pre_update: bool) -> Tensor:
@@ -299,3 +327,63 @@ class RLVRModule(L.LightningModule):
         prog = {"rollout/correct_ratio", "rollout/entropy"}
         for name, value in values.items():
             self.log(name, value, on_step=True, prog_bar=name in prog)
+
+    # ---- FSDP2 and the sampler check (issue 5) ----------------------------------------------
+    def configure_model(self) -> None:
+        """Under ModelParallelStrategy (`trainer=fsdp8`): FSDP2 `fully_shard` per decoder layer and
+        on the root, with the `fsdp.*` mixed-precision policy and activation checkpointing
+        (`algo.gradient_checkpointing`). Lightning calls this before `configure_optimizers`, so
+        the optimizer sees the sharded parameters. Other strategies: nothing to do."""
+        mesh = self.device_mesh
+        if mesh is None:
+            return
+        mesh = mesh["data_parallel"] if "data_parallel" in (mesh.mesh_dim_names or ()) else mesh
+        options = dict(self.hparams.fsdp or {})
+        for name in self.SHARDED_MODELS:
+            model = getattr(self, name, None)
+            if model is not None:
+                checkpointing = self.hparams.gradient_checkpointing and name == "model"
+                shard_model(model, mesh, activation_checkpointing=checkpointing, **options)
+
+    @torch.no_grad()
+    def _match_forward(self, will_forward: bool) -> None:
+        """Under FSDP2 every forward is a collective (it all-gathers each layer's weights): when
+        some rank ran an optional forward that this rank skipped (it had no rows for it), run a
+        dummy one so the ranks stay in step. Call it just BEFORE each rank-dependent forward
+        (`will_forward`: whether this rank is about to run it), so that the agreement (an
+        all-reduce) precedes the forwards' gathers on every rank. A no-op without sharding."""
+        if not is_sharded(self.model) or self.trainer.world_size == 1:
+            return
+        if self._sync_max(int(will_forward)) and not will_forward:
+            self._dummy_forward(self.model)
+
+    @torch.no_grad()
+    def _log_sampler_mismatch(self, rollout: RolloutBatch) -> None:
+        """|sampler logprob - trainer logprob| on the same response tokens, before any update.
+
+        A cheap, loud alarm for a broken weight sync (stale or partial weights in the engine):
+        on `algo.logprob_check_rows` rows (0 = off) when the engine returns its logprobs.
+        Logged as `rollout/logprob_diff_mean` (mean over tokens, averaged over ranks) and
+        `rollout/logprob_diff_max` (max over ranks). Healthy: about 1e-5 in float32, 1e-2 in bf16.
+        """
+        rows = self.hparams.logprob_check_rows
+        if rollout.sampler_logprobs is None or rows <= 0:
+            return
+        check = rollout.select(torch.arange(min(rows, len(rollout))))
+        trainer_lp, _ = response_logprobs(
+            self.model, check, chunk_size=self.hparams.logprob_chunk_size, with_entropy=False
+        )
+        mask = check.response_mask.bool()
+        diff = (check.sampler_logprobs.to(trainer_lp) - trainer_lp).abs()[mask]  # (tokens,)
+        mean = diff.mean() if diff.numel() else torch.zeros((), device=self.device)
+        peak = diff.max() if diff.numel() else torch.zeros((), device=self.device)
+        self.log("rollout/logprob_diff_mean", mean, on_step=True, sync_dist=True)
+        self.log("rollout/logprob_diff_max", peak, on_step=True, sync_dist=True, reduce_fx="max")
+        if mean.item() > self.LOGPROB_ALARM:
+            print(
+                f"WARNING step {self.global_step} rank {self.global_rank}: sampler and trainer logprobs "
+                f"differ by {mean.item():.3f} on average (> {self.LOGPROB_ALARM}): is the engine's weight "
+                "sync broken (stale or partial weights)?",
+                file=sys.stderr,
+                flush=True,
+            )

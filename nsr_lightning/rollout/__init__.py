@@ -2,5 +2,6 @@
 
 from nsr_lightning.rollout.batch import RolloutBatch, SamplingConfig, cat_batches, stream_seed
 from nsr_lightning.rollout.hf import HFEngine
+from nsr_lightning.rollout.vllm import VLLMEngine  # imports vllm only when an engine is used
 
-__all__ = ["HFEngine", "RolloutBatch", "SamplingConfig", "cat_batches", "stream_seed"]
+__all__ = ["HFEngine", "RolloutBatch", "SamplingConfig", "VLLMEngine", "cat_batches", "stream_seed"]

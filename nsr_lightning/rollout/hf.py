@@ -5,13 +5,16 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from nsr_lightning.fsdp import is_sharded
 from nsr_lightning.rollout.batch import RolloutBatch, SamplingConfig, pad_stack, response_mask_from_ids
 
 
 class HFEngine:
     """Samples with the training model itself; weight sync is a no-op (it *is* the policy).
 
-    batch_size bounds the number of sequences per `generate` call (prompts x n).
+    batch_size bounds the number of sequences per `generate` call (prompts x n). Under FSDP2
+    every forward is a collective: ranks decode in lock-step (`synced_gpus`) and make the same
+    number of `generate` calls, so every rank must call `generate` (with at least one prompt).
     """
 
     name = "hf"
@@ -40,13 +43,21 @@ class HFEngine:
         was_training = model.training
         model.eval()
         per_call = max(1, self.batch_size // n)
+        chunks = [prompts[i : i + per_call] for i in range(0, len(prompts), per_call)]
+        synced = is_sharded(model) and torch.distributed.get_world_size() > 1
+        if synced:  # the same number of generate calls on every rank: pad with a repeat of the last
+            n_calls = torch.tensor(len(chunks), device=device)
+            torch.distributed.all_reduce(n_calls, op=torch.distributed.ReduceOp.MAX)
+            padding = int(n_calls) - len(chunks)
+        else:
+            padding = 0
         prompt_rows, response_rows = [], []
         devices = [device] if device.type == "cuda" else []
         try:
             with torch.random.fork_rng(devices=devices):
                 torch.manual_seed(seed)
-                for start in range(0, len(prompts), per_call):
-                    chunk = [torch.tensor(p, dtype=torch.long) for p in prompts[start : start + per_call]]
+                for i, rows in enumerate(chunks + chunks[-1:] * padding):
+                    chunk = [torch.tensor(p, dtype=torch.long) for p in rows]
                     input_ids = pad_stack(chunk, self.pad_id, left=True).to(device)  # (b, P)
                     attn = pad_stack([torch.ones_like(p) for p in chunk], 0, left=True).to(device)
                     out = model.generate(
@@ -61,7 +72,10 @@ class HFEngine:
                         pad_token_id=self.pad_id,
                         eos_token_id=self.eos_id,
                         use_cache=True,
+                        synced_gpus=synced,
                     )  # (b * n, P + R)
+                    if i >= len(chunks):
+                        continue  # a padding call: only there to keep the ranks in step
                     prompt_rows.append(input_ids.repeat_interleave(n, dim=0).cpu())
                     response_rows.append(out[:, input_ids.shape[1] :].cpu())
         finally:
