@@ -200,7 +200,7 @@ class RLVRModule(L.LightningModule):
             return out
         parts: dict[str, list[Tensor]] = {"old_logprobs": [], "ref_logprobs": [], "old_values": []}
         for c in range(n_chunks):
-            rows = torch.arange(c * mb, min((c + 1) * mb, len(batch)))
+            rows = torch.arange(min(c * mb, len(batch)), min((c + 1) * mb, len(batch)))
             if len(rows) == 0:
                 for model in models:
                     self._dummy_forward(model)

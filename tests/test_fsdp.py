@@ -34,13 +34,15 @@ def fit(run: Path, *args: str, env=None) -> list[dict]:
     return train_rows(run)
 
 
-def test_fsdp_equals_ddp(tmp_path):
-    """PSR with every response right on rank 0 and wrong on rank 1 (uneven work per rank: rank 1
-    runs dummy forwards to stay in step with rank 0's gathers): FSDP2 and DDP give the same
-    rollouts, losses and gradient norms, step for step."""
+@pytest.mark.parametrize("objective", ["psr", "ppo"])
+def test_fsdp_equals_ddp(objective, tmp_path):
+    """Every response right on rank 0 and wrong on rank 1. PSR: uneven work per rank (rank 1
+    runs dummy forwards to stay in step with rank 0's gathers); PPO: a sharded critic and
+    reference model too. FSDP2 and DDP give the same rollouts, losses and gradient norms, step
+    for step."""
     tests_dir = str(Path(__file__).parent)
     env = {"PYTHONPATH": os.pathsep.join([tests_dir, os.environ.get("PYTHONPATH", "")])}
-    args = ["objective=psr", "reward._target_=helpers.rank_reward.RankReward", "algo.mini_batch_size=4"]
+    args = [f"objective={objective}", "reward._target_=helpers.rank_reward.RankReward", "algo.mini_batch_size=4"]
     args += ["algo.gradient_checkpointing=true"]  # activation checkpointing under FSDP2 too
     args += ["trainer.max_steps=2", *SMALL]
     fsdp = fit(tmp_path / "fsdp", "trainer=fsdp_cpu", "fsdp.param_dtype=float32", *args, env=env)
@@ -48,7 +50,9 @@ def test_fsdp_equals_ddp(tmp_path):
     assert len(fsdp) == len(ddp) == 2
     for a, b in zip(fsdp, ddp, strict=True):
         assert float(a["train/updates"]) == float(b["train/updates"]) == 2  # 8 samples / 4 on rank 0
-        for key in ("rollout/correct_ratio", "rollout/entropy", "loss/policy", "train/grad_norm"):
+        keys = ["rollout/correct_ratio", "rollout/entropy", "loss/policy", "train/grad_norm"]
+        keys += ["loss/value", "train/approx_kl_ref"] if objective == "ppo" else []
+        for key in keys:
             assert float(a[key]) == pytest.approx(float(b[key]), rel=1e-4, abs=1e-6), key
 
 
