@@ -42,7 +42,11 @@ def test_fsdp_equals_ddp(objective, tmp_path):
     for step."""
     tests_dir = str(Path(__file__).parent)
     env = {"PYTHONPATH": os.pathsep.join([tests_dir, os.environ.get("PYTHONPATH", "")])}
-    args = [f"objective={objective}", "reward._target_=helpers.rank_reward.RankReward", "algo.mini_batch_size=4"]
+    args = [
+        f"objective={objective}",
+        "reward._target_=helpers.rank_reward.RankReward",
+        "algo.mini_batch_size=4",
+    ]
     args += ["algo.gradient_checkpointing=true"]  # activation checkpointing under FSDP2 too
     args += ["trainer.max_steps=2", *SMALL]
     fsdp = fit(tmp_path / "fsdp", "trainer=fsdp_cpu", "fsdp.param_dtype=float32", *args, env=env)
