@@ -61,6 +61,7 @@ class RLVRModule(L.LightningModule):
         weight_decay: float = 0.01,
         betas: tuple[float, float] = (0.9, 0.999),
         mini_batch_size: int = 0,
+        micro_batch_size: int = 0,
         ppo_epochs: int = 1,
         max_grad_norm: float = 1.0,
         logprob_chunk_size: int = 64,
@@ -78,6 +79,10 @@ class RLVRModule(L.LightningModule):
         if mini_batch_size < 0:
             raise ValueError(
                 f"algo.mini_batch_size must be >= 0 (0 = the whole batch); got {mini_batch_size}"
+            )
+        if micro_batch_size < 0:
+            raise ValueError(
+                f"algo.micro_batch_size must be >= 0 (0 = the whole mini-batch); got {micro_batch_size}"
             )
         if ppo_epochs < 1:
             raise ValueError(f"algo.ppo_epochs must be >= 1; got {ppo_epochs}")
@@ -163,13 +168,8 @@ class RLVRModule(L.LightningModule):
         kept = keep.nonzero().squeeze(-1)
         self._metric("train/samples_kept_ratio").update(len(kept), len(correct))
         dropped = (~keep).nonzero().squeeze(-1)
-        self._match_forward(bool(self.hparams.entropy_of_all_responses and len(dropped)))
-        if self.hparams.entropy_of_all_responses and len(dropped):
-            with torch.no_grad():  # the responses the objective drops still count in rollout/entropy
-                _, entropy = response_logprobs(
-                    self.model, rollout.select(dropped), chunk_size=self.hparams.logprob_chunk_size
-                )
-            self._metric("rollout/entropy").update(entropy.sum(), rollout.response_mask[dropped].sum())
+        if self.hparams.entropy_of_all_responses:  # dropped responses still count in rollout/entropy
+            self._dropped_entropy(rollout.select(dropped))
         n_updates, grad_norm = self._update(rollout.select(kept), advantages[kept])
 
         self.log("train/updates", float(n_updates), on_step=True, prog_bar=False)
@@ -178,6 +178,25 @@ class RLVRModule(L.LightningModule):
             self.log("train/grad_norm", grad_norm, on_step=True)
         self.log("perf/train_s", time.perf_counter() - t0, on_step=True)
         self._log_step_metrics()
+
+    def _chunks(self, n: int, size: int) -> list[Tensor]:
+        """Row indices 0..n-1 in chunks of `size`; under FSDP2 every rank gets as many chunks
+        (empty ones last, for a dummy forward: each forward there is a collective)."""
+        count = math.ceil(n / max(size, 1))
+        if is_sharded(self.model) and self.trainer.world_size > 1:
+            count = self._sync_max(count)
+        return [torch.arange(min(c * size, n), min((c + 1) * size, n)) for c in range(count)]
+
+    @torch.no_grad()
+    def _dropped_entropy(self, dropped: RolloutBatch) -> None:
+        hp = self.hparams
+        for rows in self._chunks(len(dropped), hp.micro_batch_size or hp.mini_batch_size or len(dropped)):
+            if len(rows) == 0:
+                self._dummy_forward(self.model)
+                continue
+            sub = dropped.select(rows)
+            _, entropy = response_logprobs(self.model, sub, chunk_size=hp.logprob_chunk_size)
+            self._metric("rollout/entropy").update(entropy.sum(), sub.response_mask.sum())
 
     def _optimizers(self) -> list:
         opts = self.optimizers()
@@ -192,15 +211,11 @@ class RLVRModule(L.LightningModule):
         need_old = n_updates > 1 or obj.needs_old_logprobs
         out = {"advantages": advantages, "old_logprobs": None, "ref_logprobs": None}
         models = [m for m in (self.model if need_old else None, self.ref_model, self.critic) if m is not None]
-        sharded = is_sharded(self.model) and self.trainer.world_size > 1
-        n_chunks = math.ceil(len(batch) / mb)
-        if sharded:  # every forward is a collective: all ranks run as many chunks, empty ones on a dummy
-            n_chunks = self._sync_max(n_chunks)
-        if not models or n_chunks == 0:
+        chunks = self._chunks(len(batch), hp.micro_batch_size or mb)
+        if not models or not chunks:
             return out
         parts: dict[str, list[Tensor]] = {"old_logprobs": [], "ref_logprobs": [], "old_values": []}
-        for c in range(n_chunks):
-            rows = torch.arange(min(c * mb, len(batch)), min((c + 1) * mb, len(batch)))
+        for rows in chunks:
             if len(rows) == 0:
                 for model in models:
                     self._dummy_forward(model)
@@ -252,8 +267,7 @@ class RLVRModule(L.LightningModule):
             order = torch.randperm(n, generator=gen) if n else torch.zeros(0, dtype=torch.long)
             for i in range(n_mb):
                 idx = order[i * mb : (i + 1) * mb]
-                loss = self._minibatch_loss(batch, prep, idx, pre_update=pre_update and n_updates == 1)
-                self.manual_backward(loss)
+                self._accumulate(batch, prep, idx, pre_update=pre_update and n_updates == 1)
                 grad_norm = torch.nn.utils.clip_grad_norm_(self.model.parameters(), hp.max_grad_norm)
                 grad_norm = to_local_scalar(grad_norm)  # a DTensor under FSDP2
                 if self.critic is not None:
@@ -267,6 +281,22 @@ class RLVRModule(L.LightningModule):
                 for opt in opts:
                     opt.zero_grad(set_to_none=True)
         return n_updates, grad_norm
+
+    def _accumulate(self, batch: RolloutBatch, prep: dict, idx: Tensor, pre_update: bool) -> None:
+        """Backward of one mini-batch's loss, in micro-batches of `algo.micro_batch_size` rows
+        (gradient accumulation: the memory of one micro-batch, the gradient of the mini-batch).
+        Each micro-batch's loss is weighted by its share of the mini-batch, as the aggregation
+        mode counts it, so the summed gradient equals the whole mini-batch's. Every rank runs as
+        many micro-batches (a rank with fewer backs a zero loss), so data-parallel ranks stay in step."""
+        micro = self.hparams.micro_batch_size
+        if not micro:
+            self.manual_backward(self._minibatch_loss(batch, prep, idx, pre_update))
+            return
+        full_mask = batch.response_mask[idx.to(batch.response_mask.device)]
+        for j in range(max(self._sync_max(math.ceil(len(idx) / micro)), 1)):
+            sub = idx[j * micro : (j + 1) * micro]
+            share = self.objective.batch_share(full_mask[j * micro : (j + 1) * micro], full_mask)
+            self.manual_backward(self._minibatch_loss(batch, prep, sub, pre_update) * share)
 
     def _dummy_forward(self, model) -> Tensor:
         dummy = torch.zeros((1, 2), dtype=torch.long, device=self.device)
@@ -344,18 +374,6 @@ class RLVRModule(L.LightningModule):
             if model is not None:
                 checkpointing = self.hparams.gradient_checkpointing and name == "model"
                 shard_model(model, mesh, activation_checkpointing=checkpointing, **options)
-
-    @torch.no_grad()
-    def _match_forward(self, will_forward: bool) -> None:
-        """Under FSDP2 every forward is a collective (it all-gathers each layer's weights): when
-        some rank ran an optional forward that this rank skipped (it had no rows for it), run a
-        dummy one so the ranks stay in step. Call it just BEFORE each rank-dependent forward
-        (`will_forward`: whether this rank is about to run it), so that the agreement (an
-        all-reduce) precedes the forwards' gathers on every rank. A no-op without sharding."""
-        if not is_sharded(self.model) or self.trainer.world_size == 1:
-            return
-        if self._sync_max(int(will_forward)) and not will_forward:
-            self._dummy_forward(self.model)
 
     @torch.no_grad()
     def _log_sampler_mismatch(self, rollout: RolloutBatch) -> None:

@@ -75,6 +75,19 @@ def test_lambda_override_and_minibatches(fast_overrides, tmp_path):
     assert int(train["step"]) == 0
 
 
+def test_micro_batches_give_the_mini_batch_gradient(fast_overrides, tmp_path):
+    """algo.micro_batch_size (gradient accumulation) changes memory, not the update."""
+    norms = {}
+    for micro in (0, 3):
+        run = tmp_path / f"micro{micro}"
+        args = ["fit", "objective=grpo", f"algo.micro_batch_size={micro}", "algo.mini_batch_size=8"]
+        fast = [o for o in fast_overrides[:-1] if not o.startswith("callbacks.")]
+        assert main([*args, *fast, "callbacks=none", f"run_dir={run}"]) == 0
+        rows = [r for r in metrics_rows(run) if r.get("train/updates")]
+        norms[micro] = float(rows[0]["train/grad_norm"])
+    assert norms[3] == pytest.approx(norms[0], rel=1e-4)
+
+
 def test_print_config(capsys):
     assert main(["fit", "objective=psr", "--cfg"]) == 0
     out = capsys.readouterr().out

@@ -48,6 +48,7 @@ def test_fsdp_equals_ddp(objective, tmp_path):
         "algo.mini_batch_size=4",
     ]
     args += ["algo.gradient_checkpointing=true"]  # activation checkpointing under FSDP2 too
+    args += ["algo.micro_batch_size=3"]  # uneven micro-batches and no-grad chunks per rank
     args += ["trainer.max_steps=2", *SMALL]
     fsdp = fit(tmp_path / "fsdp", "trainer=fsdp_cpu", "fsdp.param_dtype=float32", *args, env=env)
     ddp = fit(tmp_path / "ddp", "trainer.devices=2", "trainer.strategy=ddp", *args, env=env)

@@ -239,3 +239,21 @@ def test_bad_values_are_refused(cls, kwargs):
 def test_config_values_are_typed(cls, key, value, want):
     with pytest.raises(ValueError, match=want):
         cls(**{key: value})
+
+
+@pytest.mark.parametrize("mode", ["token-mean", "seq-mean-token-mean", "seq-mean-token-sum-norm"])
+def test_micro_batch_shares_add_up_to_the_mini_batch_loss(mode):
+    """Gradient accumulation: sum over micro-batches of share * loss(micro) == loss(mini-batch)."""
+    torch.manual_seed(0)
+    obj = GRPO(loss_agg_mode=mode, kl_coef=0.1, entropy_coef=0.01, norm_length=5)
+    logp, old, ref, ent = (torch.randn(5, 4) for _ in range(4))
+    mask = torch.tensor([[1, 1, 1, 0], [1, 0, 0, 0], [1, 1, 1, 1], [1, 1, 0, 0], [1, 1, 1, 0]])
+    adv = torch.randn(5)
+    whole, _ = obj.loss(logp, old, adv, mask, entropy=ent, ref_logprobs=ref)
+    total = 0.0
+    for rows in (slice(0, 2), slice(2, 4), slice(4, 5)):
+        part, _ = obj.loss(
+            logp[rows], old[rows], adv[rows], mask[rows], entropy=ent[rows], ref_logprobs=ref[rows]
+        )
+        total += obj.batch_share(mask[rows], mask) * part.item()
+    assert total == pytest.approx(whole.item(), rel=1e-5)

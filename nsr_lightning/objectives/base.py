@@ -192,6 +192,15 @@ class Objective:
         """The knobs of this objective, for logs (so a chosen lambda is always visible)."""
         return {k: v for k, v in vars(self).items() if not k.startswith("_")}
 
+    def batch_share(self, part_mask: Tensor, whole_mask: Tensor) -> float:
+        """The weight of a micro-batch's loss in its mini-batch's (gradient accumulation): its share
+        of the tokens (token-mean) or of the sequences (the seq-mean modes); masks (b, T), (B, T)."""
+        if self.loss_agg_mode == "token-mean":
+            part, whole = float(part_mask.sum()), float(whole_mask.sum())
+        else:
+            part, whole = float(part_mask.shape[0]), float(whole_mask.shape[0])
+        return part / whole if whole else 0.0
+
     # ---- the loss -----------------------------------------------------------------------------
     def loss(
         self,
