@@ -204,7 +204,8 @@ class RLVRModule(L.LightningModule):
 
     @torch.no_grad()
     def _prepare(self, batch: RolloutBatch, advantages: Tensor, n_updates: int, mb: int) -> dict:
-        """What the updates need from the policy before it changes, in no-grad chunks of `mb` rows:
+        """What the updates need from the policy before it changes, in no-grad chunks of
+        `algo.micro_batch_size` rows (else `mb`):
         old logprobs (off-policy updates, PPO's KL penalty), the reference policy's logprobs
         (a KL term), old values and per-token advantages and returns (a critic)."""
         hp, obj = self.hparams, self.objective
@@ -289,14 +290,13 @@ class RLVRModule(L.LightningModule):
         mode counts it, so the summed gradient equals the whole mini-batch's. Every rank runs as
         many micro-batches (a rank with fewer backs a zero loss), so data-parallel ranks stay in step."""
         micro = self.hparams.micro_batch_size
-        if not micro:
-            self.manual_backward(self._minibatch_loss(batch, prep, idx, pre_update))
-            return
+        count = self._sync_max(math.ceil(len(idx) / micro)) if micro else 1
+        size = micro or len(idx)
         full_mask = batch.response_mask[idx.to(batch.response_mask.device)]
-        for j in range(max(self._sync_max(math.ceil(len(idx) / micro)), 1)):
-            sub = idx[j * micro : (j + 1) * micro]
-            share = self.objective.batch_share(full_mask[j * micro : (j + 1) * micro], full_mask)
-            self.manual_backward(self._minibatch_loss(batch, prep, sub, pre_update) * share)
+        for j in range(max(count, 1)):
+            part = slice(j * size, (j + 1) * size)
+            share = self.objective.batch_share(full_mask[part], full_mask) if micro else 1.0
+            self.manual_backward(self._minibatch_loss(batch, prep, idx[part], pre_update) * share)
 
     def _dummy_forward(self, model) -> Tensor:
         dummy = torch.zeros((1, 2), dtype=torch.long, device=self.device)

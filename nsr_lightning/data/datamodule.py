@@ -33,6 +33,18 @@ def encode(problem: Problem, tokenizer, template: str) -> dict:
     }
 
 
+def train_loader(dataset: Dataset, batch_size: int, num_workers: int) -> DataLoader:
+    """Shuffled batches of prompts; the last incomplete batch is dropped (every step is full)."""
+    return DataLoader(
+        dataset,
+        batch_size=batch_size,
+        shuffle=True,
+        drop_last=True,
+        collate_fn=collate,
+        num_workers=num_workers,
+    )
+
+
 def collate(rows: list[dict]) -> dict:
     """Lists, not tensors: prompts have different lengths; engines pad them."""
     return {key: [row[key] for row in rows] for key in rows[0]}
@@ -73,14 +85,7 @@ class SyntheticDataModule(L.LightningDataModule):
 
     def train_dataloader(self) -> DataLoader:
         ds = ProblemDataset(self.task, self.num_train_problems, self.tokenizer, self.template)
-        return DataLoader(
-            ds,
-            batch_size=self.batch_size,
-            shuffle=True,
-            drop_last=True,
-            collate_fn=collate,
-            num_workers=self.num_workers,
-        )
+        return train_loader(ds, self.batch_size, self.num_workers)
 
     def heldout(self) -> dict[str, list[dict]]:
         """Held-out problems per data set name, encoded like training rows."""
@@ -141,14 +146,8 @@ class MathDataModule(L.LightningDataModule):
         self.heldout_problems = {name: load(name, max_heldout_problems) for name in heldout}
 
     def train_dataloader(self) -> DataLoader:
-        return DataLoader(
-            ListDataset(self.train_problems, self.tokenizer, self.template),
-            batch_size=self.batch_size,
-            shuffle=True,
-            drop_last=True,
-            collate_fn=collate,
-            num_workers=self.num_workers,
-        )
+        ds = ListDataset(self.train_problems, self.tokenizer, self.template)
+        return train_loader(ds, self.batch_size, self.num_workers)
 
     def heldout(self) -> dict[str, list[dict]]:
         """Held-out problems per data set name, encoded like training rows."""
