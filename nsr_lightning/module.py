@@ -313,6 +313,9 @@ class RLVRModule(L.LightningModule):
         micro = self.hparams.micro_batch_size
         count = self._sync_max(math.ceil(len(idx) / micro)) if micro else 1
         size = micro or len(idx)
+        if micro:  # rows of similar length together: each micro-batch's forward drops its own padding
+            lengths = batch.attention_mask.sum(1)[idx.to(batch.response_mask.device)].cpu()
+            idx = idx[torch.argsort(lengths, stable=True)]
         full_mask = batch.response_mask[idx.to(batch.response_mask.device)]
         for j in range(max(count, 1)):
             part = slice(j * size, (j + 1) * size)

@@ -51,6 +51,7 @@ def overrides(a, run_dir: str) -> list[str]:
         f"rollout.n={a.n}",
         f"rollout.sampling.max_new_tokens={a.max_new_tokens}",
         f"algo.lr={a.lr}",
+        f"algo.micro_batch_size={a.micro_batch}",
         f"trainer.max_steps={a.warmup + a.steps}",
         f"trainer.accelerator={'gpu' if a.device.startswith('cuda') else 'cpu'}",
         "trainer.enable_checkpointing=false",
@@ -151,8 +152,9 @@ def run_trl(a) -> dict:
     with tempfile.TemporaryDirectory() as out:
         config = GRPOConfig(
             output_dir=out,
-            per_device_train_batch_size=a.prompts * a.n,  # one update on the whole generation batch
-            gradient_accumulation_steps=1,
+            # one generation batch of prompts x n, one optimizer update on it, in micro-batches
+            per_device_train_batch_size=micro(a),
+            gradient_accumulation_steps=a.prompts * a.n // micro(a),
             num_generations=a.n,
             num_iterations=1,
             max_steps=a.warmup + a.steps,
@@ -188,6 +190,13 @@ def run_trl(a) -> dict:
     return {"records": records[a.warmup :], **peak_memory_mb(a.device)}
 
 
+def micro(a) -> int:
+    total = a.prompts * a.n
+    if a.micro_batch and total % a.micro_batch:
+        raise SystemExit(f"--micro-batch must divide prompts x n = {total}")
+    return a.micro_batch or total
+
+
 def run_raw(a) -> dict:
     from nsr_lightning.models import load_policy
     from nsr_lightning.rollout.batch import pad_stack, stream_seed
@@ -216,19 +225,16 @@ def run_raw(a) -> dict:
         done = (resp == eos).long().cumsum(-1)
         mask = ((done == 0) | ((done == 1) & (resp == eos))).float()  # up to and including EOS
         full_attn = torch.cat([attn.repeat_interleave(a.n, 0), mask.long()], 1)
-        logits = model(
-            input_ids=out, attention_mask=full_attn, position_ids=(full_attn.cumsum(-1) - 1).clamp(min=0),
-            use_cache=False, logits_to_keep=resp.shape[1] + 1,
-        ).logits[:, :-1]  # (N, R, V)  # fmt: skip
-        logp = torch.cat(
-            [
-                torch.log_softmax(c.float(), -1).gather(-1, t.unsqueeze(-1)).squeeze(-1)
-                for c, t in zip(logits.split(64), resp.split(64), strict=True)
-            ]
-        )  # (N, R)
         adv = torch.randn(len(out), 1, device=a.device)
-        loss = -(adv * logp * mask).sum() / mask.sum()
-        loss.backward()
+        for rows in torch.arange(len(out)).split(micro(a)):  # gradient accumulation, in row order
+            sub_attn = full_attn[rows]
+            logits = model(
+                input_ids=out[rows], attention_mask=sub_attn, position_ids=(sub_attn.cumsum(-1) - 1).clamp(min=0),
+                use_cache=False, logits_to_keep=resp.shape[1] + 1,
+            ).logits[:, :-1]  # (m, R, V)  # fmt: skip
+            logp = torch.log_softmax(logits.float(), -1).gather(-1, resp[rows].unsqueeze(-1)).squeeze(-1)
+            loss = -(adv[rows] * logp * mask[rows]).sum() / mask.sum()
+            loss.backward()
         opt.step()
         opt.zero_grad(set_to_none=True)
         t2 = clock(a.device)
