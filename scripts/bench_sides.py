@@ -33,7 +33,7 @@ def clock(device: str) -> float:
 
 def peak_memory_mb(device: str) -> dict:
     rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # KiB on Linux
-    out = {"peak_rss_mb": round(rss, 1)}
+    out = {"peak_rss_mb": round(rss, 1), "torch_threads": torch.get_num_threads()}
     if device.startswith("cuda"):
         out["peak_gpu_mb"] = round(torch.cuda.max_memory_allocated() / 2**20, 1)
     return out
