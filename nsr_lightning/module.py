@@ -146,8 +146,8 @@ class RLVRModule(L.LightningModule):
         return int(self.trainer.strategy.reduce(t, reduce_op="max").item())
 
     def training_step(self, batch: dict, batch_idx: int) -> None:
+        t0 = self._clock()
         rollout: RolloutBatch = batch["rollout"].to(self.device)
-        t0 = time.perf_counter()
         rewards, group_ids = rollout.rewards, rollout.group_ids
         correct = is_correct(rewards)
         n_groups, solved, unsolved = group_outcomes(correct, group_ids)
@@ -169,15 +169,24 @@ class RLVRModule(L.LightningModule):
         self._metric("train/samples_kept_ratio").update(len(kept), len(correct))
         dropped = (~keep).nonzero().squeeze(-1)
         if self.hparams.entropy_of_all_responses:  # dropped responses still count in rollout/entropy
+            t = self._clock()
             self._dropped_entropy(rollout.select(dropped))
+            self.log("perf/entropy_s", self._clock() - t, on_step=True)
         n_updates, grad_norm = self._update(rollout.select(kept), advantages[kept])
 
         self.log("train/updates", float(n_updates), on_step=True, prog_bar=False)
         self.log("train/samples_kept", float(len(kept)), on_step=True)
         if grad_norm is not None:
             self.log("train/grad_norm", grad_norm, on_step=True)
-        self.log("perf/train_s", time.perf_counter() - t0, on_step=True)
         self._log_step_metrics()
+        self.log("perf/train_s", self._clock() - t0, on_step=True)
+
+    def _clock(self) -> float:
+        """Wall time for the perf/* phase timings; waits for queued GPU work first (a few calls
+        a step, at phase boundaries only: never inside the update loop)."""
+        if self.device.type == "cuda":
+            torch.cuda.synchronize(self.device)
+        return time.perf_counter()
 
     def _chunks(self, n: int, size: int) -> list[Tensor]:
         """Row indices 0..n-1 in chunks of `size`; under FSDP2 every rank gets as many chunks
@@ -216,6 +225,8 @@ class RLVRModule(L.LightningModule):
         if not models or not chunks:
             return out
         parts: dict[str, list[Tensor]] = {"old_logprobs": [], "ref_logprobs": [], "old_values": []}
+        ran = {"old_logprob": need_old, "ref": self.ref_model is not None, "value": self.critic is not None}
+        times = {name: 0.0 for name, on in ran.items() if on}  # perf/<name>_s: the no-grad passes
         for rows in chunks:
             if len(rows) == 0:
                 for model in models:
@@ -223,16 +234,24 @@ class RLVRModule(L.LightningModule):
                 continue
             sub = batch.select(rows)
             if need_old:
+                t = self._clock()
                 old, entropy = response_logprobs(self.model, sub, chunk_size=hp.logprob_chunk_size)
                 parts["old_logprobs"].append(old)
                 self._metric("rollout/entropy").update(entropy.sum(), sub.response_mask.sum())
+                times["old_logprob"] += self._clock() - t
             if self.ref_model is not None:
+                t = self._clock()
                 ref, _ = response_logprobs(
                     self.ref_model, sub, chunk_size=hp.logprob_chunk_size, with_entropy=False
                 )
                 parts["ref_logprobs"].append(ref)
+                times["ref"] += self._clock() - t
             if self.critic is not None:
+                t = self._clock()
                 parts["old_values"].append(response_values(self.critic, sub))
+                times["value"] += self._clock() - t
+        for name, seconds in times.items():
+            self.log(f"perf/{name}_s", seconds, on_step=True)
         out.update({k: torch.cat(v) for k, v in parts.items() if v})
         if self.critic is not None and len(batch):
             adv, returns, stats = obj.token_advantages(
@@ -261,6 +280,7 @@ class RLVRModule(L.LightningModule):
             opts[0].step()
             return 0, None
         prep = self._prepare(batch, advantages, n_updates, mb)
+        t0 = self._clock()
         pre_update = prep["old_logprobs"] is None  # then the first forward pass gives rollout/entropy
         gen = torch.Generator().manual_seed(hp.seed * 1_000_003 + self.global_step)
         grad_norm, done = None, 0
@@ -281,6 +301,7 @@ class RLVRModule(L.LightningModule):
                 self.policy_version += 1
                 for opt in opts:
                     opt.zero_grad(set_to_none=True)
+        self.log("perf/update_s", self._clock() - t0, on_step=True)  # forward + backward + optimizer
         return n_updates, grad_norm
 
     def _accumulate(self, batch: RolloutBatch, prep: dict, idx: Tensor, pre_update: bool) -> None:
@@ -292,6 +313,9 @@ class RLVRModule(L.LightningModule):
         micro = self.hparams.micro_batch_size
         count = self._sync_max(math.ceil(len(idx) / micro)) if micro else 1
         size = micro or len(idx)
+        if micro:  # rows of similar length together: each micro-batch's forward drops its own padding
+            lengths = batch.attention_mask.sum(1)[idx.to(batch.response_mask.device)].cpu()
+            idx = idx[torch.argsort(lengths, stable=True)]
         full_mask = batch.response_mask[idx.to(batch.response_mask.device)]
         for j in range(max(count, 1)):
             part = slice(j * size, (j + 1) * size)

@@ -77,6 +77,23 @@ class RolloutBatch:
                 out[f.name] = value
         return replace(self, **out)
 
+    def trimmed(self) -> RolloutBatch:
+        """The same rows without the columns that are padding in every row (leading prompt
+        columns, trailing response columns): the forward passes then skip them. Nothing
+        changes for the tokens kept (positions come from the attention mask)."""
+        if len(self) == 0:
+            return self
+        # prompts are left-padded, responses right-padded: the longest of each sets the width
+        # (one host read of two numbers per call: a few per step, never per token)
+        width = self.prompt_ids.shape[1]
+        longest = torch.stack([self.prompt_mask.sum(1).max(), self.response_mask.sum(1).max()]).tolist()
+        start, end = min(width - longest[0], width - 1), max(longest[1], 1)
+        out = {"prompt_ids": self.prompt_ids[:, start:], "prompt_mask": self.prompt_mask[:, start:]}
+        for name in ("response_ids", "response_mask", "sampler_logprobs"):
+            value = getattr(self, name)
+            out[name] = None if value is None else value[:, :end]
+        return replace(self, **out)
+
     def to(self, device: torch.device | str) -> RolloutBatch:
         return replace(
             self,
