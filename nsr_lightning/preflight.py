@@ -1,0 +1,63 @@
+"""Checks that run before anything expensive (models, data, processes): every folder the run
+writes to is writable and has room. Each failure is one UserError naming the key to fix."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import tempfile
+from pathlib import Path
+
+from nsr_lightning.errors import UserError
+
+MB = 1 << 20
+LOG_MARGIN_MB = 64  # metrics, configs, pass@k files
+WEIGHT_FILES = ("*.safetensors", "*.bin", "*.pt")
+
+
+def check_writable(key: str, folder: str | os.PathLike) -> None:
+    """Create `folder` if needed and write, fsync and delete a probe file in it."""
+    path = Path(folder)
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+        with tempfile.NamedTemporaryFile(dir=path, prefix=".write-probe-") as f:
+            f.write(b"probe")
+            f.flush()
+            os.fsync(f.fileno())
+    except OSError as e:
+        raise UserError(f"{key}: cannot write to {path}: {e.strerror or e}; choose another folder") from None
+
+
+def weights_bytes(model_path: str) -> int:
+    """Size of the weight files of a local model folder (0 for a hub id: unknown here)."""
+    path = Path(os.path.expanduser(str(model_path)))
+    if not path.is_dir():
+        return 0
+    return sum(f.stat().st_size for pattern in WEIGHT_FILES for f in path.glob(pattern))
+
+
+def needed_bytes(cfg) -> int:
+    """About what a fit run writes: the final model, plus `checkpoint.keep` checkpoints of the
+    weights and AdamW's two moments (twice that with a critic), plus the logs."""
+    weights = weights_bytes(cfg.model.path)
+    per_checkpoint = 3 * weights * (2 if cfg.objective.get("critic_lr") is not None else 1)
+    keep = cfg.checkpoint.keep if cfg.trainer.get("enable_checkpointing", True) else 0
+    return weights + keep * per_checkpoint + LOG_MARGIN_MB * MB
+
+
+def check_run_folders(cfg, command: str) -> None:
+    """run_dir and every logger's save_dir: writable; run_dir: enough free space (fit)."""
+    check_writable("run_dir", cfg.run_dir)
+    for name, logger in (cfg.get("logger") or {}).items():
+        save_dir = logger.get("save_dir") if hasattr(logger, "get") else None
+        if save_dir:
+            check_writable(f"logger.{name}.save_dir", save_dir)
+    if command != "fit":
+        return
+    need, free = needed_bytes(cfg), shutil.disk_usage(cfg.run_dir).free
+    if free < need:
+        raise UserError(
+            f"run_dir: {cfg.run_dir} has {free // MB} MB free, this run writes about {need // MB} MB "
+            f"(final model + checkpoint.keep={cfg.checkpoint.keep} checkpoints with optimizer state + logs); "
+            "free some space, choose another run_dir, or lower checkpoint.keep"
+        )
