@@ -72,6 +72,23 @@ def compose(command: str, overrides: list[str]):
     return cfg
 
 
+def load_config(command: str, overrides: list[str]):
+    """The composed, checked config; any problem with it is one UserError (never another type)."""
+    from hydra.errors import HydraException
+    from omegaconf.errors import OmegaConfBaseException
+
+    from nsr_lightning.errors import UserError
+    from nsr_lightning.preflight import check_config
+
+    try:
+        cfg = compose(command, overrides)
+    except (HydraException, OmegaConfBaseException, ValueError, TypeError) as e:
+        raise UserError(_one_message(e)) from None
+    if command == "fit":
+        check_config(cfg)
+    return cfg
+
+
 def _quote_path(override: str) -> str:
     """`model.path=runs/x/epoch=0-step=9.ckpt` as Hydra needs it: a value holding '=' quoted."""
     key, sep, value = override.partition("=")
@@ -269,7 +286,7 @@ def main(argv: list[str] | None = None) -> int:
     from nsr_lightning.preflight import check_run_folders
 
     try:  # everything a user can get wrong fails here, before any training
-        cfg = compose(command, overrides)
+        cfg = load_config(command, overrides)
         if print_cfg:
             print(OmegaConf.to_yaml(cfg, resolve=True))
             return 0
