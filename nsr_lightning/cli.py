@@ -8,6 +8,7 @@ multi-process launcher can re-run the same command line in its child processes.
 from __future__ import annotations
 
 import os
+import pickle
 import sys
 import time
 from pathlib import Path
@@ -232,6 +233,7 @@ def run_fit(cfg, trainer, module, datamodule) -> None:
     from omegaconf import OmegaConf
 
     from nsr_lightning.checkpoint import resolve_ckpt_path
+    from nsr_lightning.errors import UserError
     from nsr_lightning.fsdp import full_state_dict
 
     if trainer.is_global_zero:
@@ -245,7 +247,15 @@ def run_fit(cfg, trainer, module, datamodule) -> None:
         print(
             f"resuming from {ckpt_path}" if ckpt_path else "ckpt_path=last: no checkpoint yet, starting fresh"
         )
-    trainer.fit(module, datamodule=datamodule, ckpt_path=ckpt_path, weights_only=cfg.checkpoint.weights_only)
+    try:
+        trainer.fit(
+            module, datamodule=datamodule, ckpt_path=ckpt_path, weights_only=cfg.checkpoint.weights_only
+        )
+    except pickle.UnpicklingError as e:  # weights-only loading met something else: nothing of it ran
+        raise UserError(
+            f"ckpt_path: {ckpt_path} holds more than weights and plain data, so weights-only loading refused "
+            f"it ({str(e).splitlines()[0][:200]}); only for a file you trust: checkpoint.weights_only=false"
+        ) from None
     state = full_state_dict(module.model)  # a collective under FSDP2: every rank takes part
     if trainer.is_global_zero:
         final = os.path.join(cfg.run_dir, "final_model")
@@ -309,6 +319,9 @@ def main(argv: list[str] | None = None) -> int:
 
     try:
         run_fit(cfg, trainer, module, datamodule)
+    except UserError as e:  # found while starting: a checkpoint refused by weights-only loading
+        print(f"error: {e}", file=sys.stderr, flush=True)
+        return 2
     except RunStopped as e:
         print(f"error: {e}", file=sys.stderr, flush=True)
         return 1
