@@ -51,8 +51,14 @@ class PassAtKCallback(L.Callback):
 
     # ---- hooks ------------------------------------------------------------------------------
     def on_train_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
-        if self.before:
+        if self.before and trainer.global_step == 0:  # a resumed run has its "before" in history
             self.evaluate(trainer, pl_module, tag="before")
+
+    def state_dict(self) -> dict:  # saved in checkpoints: a resumed run keeps its pass@k history
+        return {"history": self.history}
+
+    def load_state_dict(self, state_dict: dict) -> None:
+        self.history = list(state_dict.get("history", []))
 
     def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
         if self.every_n_steps and trainer.global_step % self.every_n_steps == 0:

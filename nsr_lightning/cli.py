@@ -8,6 +8,7 @@ multi-process launcher can re-run the same command line in its child processes.
 from __future__ import annotations
 
 import os
+import pickle
 import sys
 import time
 from pathlib import Path
@@ -72,6 +73,23 @@ def compose(command: str, overrides: list[str]):
     return cfg
 
 
+def load_config(command: str, overrides: list[str]):
+    """The composed, checked config; any problem with it is one UserError (never another type)."""
+    from hydra.errors import HydraException
+    from omegaconf.errors import OmegaConfBaseException
+
+    from nsr_lightning.errors import UserError
+    from nsr_lightning.preflight import check_config
+
+    try:
+        cfg = compose(command, overrides)
+    except (HydraException, OmegaConfBaseException, ValueError, TypeError) as e:
+        raise UserError(_one_message(e)) from None
+    if command == "fit":
+        check_config(cfg)
+    return cfg
+
+
 def _quote_path(override: str) -> str:
     """`model.path=runs/x/epoch=0-step=9.ckpt` as Hydra needs it: a value holding '=' quoted."""
     key, sep, value = override.partition("=")
@@ -100,10 +118,12 @@ def build_fit(cfg):
     from omegaconf import OmegaConf
 
     from nsr_lightning.callbacks import RolloutCallback
+    from nsr_lightning.checkpoint import AtomicCheckpointIO, periodic_checkpoints, resolve_ckpt_path
     from nsr_lightning.models import load_tokenizer
     from nsr_lightning.module import RLVRModule
 
     transformers.logging.disable_progress_bar()  # one "Loading weights" bar per rank is noise
+    resolve_ckpt_path(cfg.get("ckpt_path"), cfg.run_dir)  # a missing checkpoint fails now
     L.seed_everything(cfg.seed, workers=True, verbose=False)
     tokenizer = load_tokenizer(cfg.model.path)
     objective = instantiate(cfg.objective)
@@ -118,10 +138,19 @@ def build_fit(cfg):
     algo = OmegaConf.to_container(cfg.algo)
     trainer_args = OmegaConf.to_container(cfg.trainer, resolve=True)
     # A strategy given as an object (trainer=fsdp8: ModelParallelStrategy) rather than a name
+    plugins = []
+    if trainer_args.get("enable_checkpointing", True):
+        callbacks.append(periodic_checkpoints(cfg.checkpoint.every_n_steps, cfg.checkpoint.keep))
+        if not isinstance(trainer_args.get("strategy"), dict):  # FSDP2 writes its own shards
+            plugins.append(AtomicCheckpointIO())
     if isinstance(trainer_args.get("strategy"), dict):
         trainer_args["strategy"] = instantiate(trainer_args["strategy"])
     trainer = L.Trainer(
-        **trainer_args, logger=loggers or False, callbacks=callbacks, default_root_dir=cfg.run_dir
+        **trainer_args,
+        logger=loggers or False,
+        callbacks=callbacks,
+        plugins=plugins or None,
+        default_root_dir=cfg.run_dir,
     )
     module = RLVRModule(  # last: it loads the weights
         model_path=cfg.model.path,
@@ -203,6 +232,8 @@ def run_evaluate(cfg, run) -> None:
 def run_fit(cfg, trainer, module, datamodule) -> None:
     from omegaconf import OmegaConf
 
+    from nsr_lightning.checkpoint import resolve_ckpt_path
+    from nsr_lightning.errors import UserError
     from nsr_lightning.fsdp import full_state_dict
 
     if trainer.is_global_zero:
@@ -211,7 +242,20 @@ def run_fit(cfg, trainer, module, datamodule) -> None:
         print(f"objective: {module.objective.name} {module.objective.config()}", flush=True)
     for logger in trainer.loggers:
         logger.log_hyperparams({"objective": module.objective.config(), **OmegaConf.to_container(cfg)})
-    trainer.fit(module, datamodule=datamodule, ckpt_path=cfg.get("ckpt_path"))
+    ckpt_path = resolve_ckpt_path(cfg.get("ckpt_path"), cfg.run_dir)
+    if cfg.get("ckpt_path") == "last" and trainer.is_global_zero:
+        print(
+            f"resuming from {ckpt_path}" if ckpt_path else "ckpt_path=last: no checkpoint yet, starting fresh"
+        )
+    try:
+        trainer.fit(
+            module, datamodule=datamodule, ckpt_path=ckpt_path, weights_only=cfg.checkpoint.weights_only
+        )
+    except pickle.UnpicklingError as e:  # weights-only loading met something else: nothing of it ran
+        raise UserError(
+            f"ckpt_path: {ckpt_path} holds more than weights and plain data, so weights-only loading refused "
+            f"it ({str(e).splitlines()[0][:200]}); only for a file you trust: checkpoint.weights_only=false"
+        ) from None
     state = full_state_dict(module.model)  # a collective under FSDP2: every rank takes part
     if trainer.is_global_zero:
         final = os.path.join(cfg.run_dir, "final_model")
@@ -249,12 +293,14 @@ def main(argv: list[str] | None = None) -> int:
     from omegaconf.errors import OmegaConfBaseException
 
     from nsr_lightning.errors import UserError
+    from nsr_lightning.preflight import check_run_folders
 
     try:  # everything a user can get wrong fails here, before any training
-        cfg = compose(command, overrides)
+        cfg = load_config(command, overrides)
         if print_cfg:
             print(OmegaConf.to_yaml(cfg, resolve=True))
             return 0
+        check_run_folders(cfg, command)  # writable, room to write: before loading anything
         if command == "evaluate":
             run = build_evaluate(cfg)
         else:
@@ -269,5 +315,14 @@ def main(argv: list[str] | None = None) -> int:
             print(f"error: {e}", file=sys.stderr)
             return 2
         return 0
-    run_fit(cfg, trainer, module, datamodule)
+    from nsr_lightning.errors import RunStopped
+
+    try:
+        run_fit(cfg, trainer, module, datamodule)
+    except UserError as e:  # found while starting: a checkpoint refused by weights-only loading
+        print(f"error: {e}", file=sys.stderr, flush=True)
+        return 2
+    except RunStopped as e:
+        print(f"error: {e}", file=sys.stderr, flush=True)
+        return 1
     return 0

@@ -9,20 +9,25 @@ step). Rollouts arrive in `batch["rollout"]`, filled by `RolloutCallback` just b
 from __future__ import annotations
 
 import math
+import random
 import sys
 import time
 import warnings
 
 import lightning as L
+import numpy as np
 import torch
 from torch import Tensor
 
+from nsr_lightning.errors import RunStopped
 from nsr_lightning.fsdp import is_sharded, shard_model, to_local_scalar
 from nsr_lightning.logprobs import response_logprobs, response_values
 from nsr_lightning.metrics import RatioMetric, group_outcomes
 from nsr_lightning.models import load_critic, load_policy, load_reference
 from nsr_lightning.objectives import Objective, group_stats, is_correct
-from nsr_lightning.rollout import RolloutBatch
+from nsr_lightning.rollout import RolloutBatch, stream_seed
+
+GLOBAL_RNG_SALT = 3  # stream_seed salt of the per-step global RNG seed
 
 RATIO_METRICS = (
     "rollout/correct_ratio",
@@ -50,6 +55,7 @@ class RLVRModule(L.LightningModule):
     SHARDED_MODELS = ("model", "ref_model", "critic")
     # rollout/logprob_diff_mean above this prints a warning (healthy: ~1e-5 fp32, ~1e-2 bf16)
     LOGPROB_ALARM = 0.1
+    QUIET_NOTES = 10  # "no sample to learn from" lines printed at most; later ones only counted
 
     def __init__(
         self,
@@ -68,6 +74,7 @@ class RLVRModule(L.LightningModule):
         gradient_checkpointing: bool = False,
         entropy_of_all_responses: bool = True,
         logprob_check_rows: int = 16,
+        max_bad_updates_in_a_row: int = 3,
         fsdp: dict | None = None,
         seed: int = 0,
     ) -> None:
@@ -88,6 +95,8 @@ class RLVRModule(L.LightningModule):
             raise ValueError(f"algo.ppo_epochs must be >= 1; got {ppo_epochs}")
         if max_grad_norm <= 0:
             raise ValueError(f"algo.max_grad_norm must be > 0; got {max_grad_norm}")
+        if max_bad_updates_in_a_row < 1:
+            raise ValueError(f"algo.max_bad_updates_in_a_row must be >= 1; got {max_bad_updates_in_a_row}")
         self.save_hyperparameters(ignore=["objective"])
         self.automatic_optimization = False
         self.objective = objective
@@ -104,6 +113,8 @@ class RLVRModule(L.LightningModule):
             self.model.gradient_checkpointing_enable()
             if self.critic is not None:
                 self.critic.gradient_checkpointing_enable()
+        self.bad_updates_in_a_row = 0  # non-finite updates skipped since the last good one
+        self.quiet_notes = 0  # "no sample to learn from" lines printed so far (at most QUIET_NOTES)
         self.step_metrics = torch.nn.ModuleDict(
             {name.replace("/", "__"): RatioMetric() for name in RATIO_METRICS}
         )
@@ -129,8 +140,12 @@ class RLVRModule(L.LightningModule):
         state = checkpoint.get("state_dict", {})
         for key in [k for k in state if k.startswith("ref_model.")]:
             del state[key]
+        checkpoint["policy_version"] = self.policy_version
+        checkpoint["bad_updates_in_a_row"] = self.bad_updates_in_a_row
 
     def on_load_checkpoint(self, checkpoint: dict) -> None:
+        self.policy_version = int(checkpoint.get("policy_version", 0))
+        self.bad_updates_in_a_row = int(checkpoint.get("bad_updates_in_a_row", 0))
         if self.ref_model is not None and "state_dict" in checkpoint:
             for key, value in self.ref_model.state_dict().items():
                 checkpoint["state_dict"].setdefault(f"ref_model.{key}", value)
@@ -144,6 +159,15 @@ class RLVRModule(L.LightningModule):
             return value
         t = torch.tensor(value, device=self.device, dtype=torch.long)
         return int(self.trainer.strategy.reduce(t, reduce_op="max").item())
+
+    def on_train_batch_start(self, batch: dict, batch_idx: int) -> None:
+        """Every global random stream (torch, Python, NumPy) restarts from (seed, rank, step) at
+        each step, so a run resumed at step s draws what an uninterrupted run draws there (the
+        rollout engines and mini-batch orders seed their own streams the same way)."""
+        seed = stream_seed(self.hparams.seed, self.global_rank, self.global_step, salt=GLOBAL_RNG_SALT)
+        torch.manual_seed(seed)
+        random.seed(seed)
+        np.random.seed(seed % 2**32)
 
     def training_step(self, batch: dict, batch_idx: int) -> None:
         t0 = self._clock()
@@ -172,9 +196,11 @@ class RLVRModule(L.LightningModule):
             t = self._clock()
             self._dropped_entropy(rollout.select(dropped))
             self.log("perf/entropy_s", self._clock() - t, on_step=True)
-        n_updates, grad_norm = self._update(rollout.select(kept), advantages[kept])
+        n_updates, skipped, grad_norm = self._update(rollout.select(kept), advantages[kept])
+        self._note_nothing_kept(len(kept), len(correct), n_updates)
 
         self.log("train/updates", float(n_updates), on_step=True, prog_bar=False)
+        self.log("train/skipped_updates", float(skipped), on_step=True)
         self.log("train/samples_kept", float(len(kept)), on_step=True)
         if grad_norm is not None:
             self.log("train/grad_norm", grad_norm, on_step=True)
@@ -267,8 +293,9 @@ class RLVRModule(L.LightningModule):
                 self._metric("train/approx_kl_ref").update(stats["kl_ref_sum"], batch.response_mask.sum())
         return out
 
-    def _update(self, batch: RolloutBatch, advantages: Tensor) -> tuple[int, Tensor | None]:
-        """PPO epochs x mini-batches of updates; returns (updates done, last gradient norm)."""
+    def _update(self, batch: RolloutBatch, advantages: Tensor) -> tuple[int, int, Tensor | None]:
+        """PPO epochs x mini-batches of updates; returns (updates run, updates skipped as
+        non-finite, last finite gradient norm)."""
         hp = self.hparams
         opts = self._optimizers()  # [policy] or [policy, critic]
         n = len(batch)
@@ -278,33 +305,101 @@ class RLVRModule(L.LightningModule):
         if n_updates == 0:  # nothing to learn from on any rank: advance the step, touch nothing
             opts[0].zero_grad(set_to_none=True)
             opts[0].step()
-            return 0, None
+            return 0, 0, None
         prep = self._prepare(batch, advantages, n_updates, mb)
         t0 = self._clock()
         pre_update = prep["old_logprobs"] is None  # then the first forward pass gives rollout/entropy
         gen = torch.Generator().manual_seed(hp.seed * 1_000_003 + self.global_step)
-        grad_norm, done = None, 0
+        grad_norm, done, skipped = None, 0, 0
         for _ in range(hp.ppo_epochs):
             order = torch.randperm(n, generator=gen) if n else torch.zeros(0, dtype=torch.long)
             for i in range(n_mb):
                 idx = order[i * mb : (i + 1) * mb]
-                self._accumulate(batch, prep, idx, pre_update=pre_update and n_updates == 1)
-                grad_norm = torch.nn.utils.clip_grad_norm_(self.model.parameters(), hp.max_grad_norm)
-                grad_norm = to_local_scalar(grad_norm)  # a DTensor under FSDP2
+                loss = self._accumulate(batch, prep, idx, pre_update=pre_update and n_updates == 1)
+                norm = to_local_scalar(  # a DTensor under FSDP2
+                    torch.nn.utils.clip_grad_norm_(self.model.parameters(), hp.max_grad_norm)
+                )
+                critic_norm = None
                 if self.critic is not None:
                     critic_norm = torch.nn.utils.clip_grad_norm_(self.critic.parameters(), hp.max_grad_norm)
-                    self.log("train/critic_grad_norm", to_local_scalar(critic_norm), on_step=True)
-                    opts[1].optimizer.step()
+                    critic_norm = to_local_scalar(critic_norm)
                 done += 1
+                if self._skip_if_not_finite(loss, norm, critic_norm):
+                    skipped += 1
+                    for opt in opts:
+                        opt.zero_grad(set_to_none=True)
+                    if done == n_updates:  # no gradients: the optimizer changes nothing, the step counts
+                        opts[0].step()
+                    continue
+                grad_norm = norm
+                if critic_norm is not None:
+                    self.log("train/critic_grad_norm", critic_norm, on_step=True)
+                    opts[1].optimizer.step()
                 # Only the last policy update goes through Lightning, so global_step counts RL steps.
                 (opts[0].step() if done == n_updates else opts[0].optimizer.step())
                 self.policy_version += 1
                 for opt in opts:
                     opt.zero_grad(set_to_none=True)
         self.log("perf/update_s", self._clock() - t0, on_step=True)  # forward + backward + optimizer
-        return n_updates, grad_norm
+        return n_updates, skipped, grad_norm
 
-    def _accumulate(self, batch: RolloutBatch, prep: dict, idx: Tensor, pre_update: bool) -> None:
+    def _skip_if_not_finite(self, loss: Tensor, norm: Tensor, critic_norm: Tensor | None) -> bool:
+        """Whether this update must be skipped: a non-finite loss or gradient norm on any rank
+        (the flag is reduced over ranks, so every rank skips together and they stay in step).
+        After `algo.max_bad_updates_in_a_row` skips in a row the run stops with RunStopped."""
+        values = [loss.detach().float().reshape(()), norm.detach().float().reshape(())]
+        if critic_norm is not None:
+            values.append(critic_norm.detach().float().reshape(()))
+        bad = self._sync_max(int(not torch.isfinite(torch.stack([v.cpu() for v in values])).all()))
+        if not bad:
+            self.bad_updates_in_a_row = 0
+            return False
+        self.bad_updates_in_a_row += 1
+        limit = self.hparams.max_bad_updates_in_a_row
+        shown = ", ".join(
+            f"{name}={v.item():.4g}"
+            for name, v in zip(("loss", "grad_norm", "critic_grad_norm"), values, strict=False)
+        )
+        if self.global_rank == 0:
+            print(
+                f"WARNING step {self.global_step}: non-finite update skipped on rank 0 or another rank "
+                f"(this rank: {shown}); {self.bad_updates_in_a_row} in a row of at most {limit} "
+                "(algo.max_bad_updates_in_a_row)",
+                file=sys.stderr,
+                flush=True,
+            )
+        if self.bad_updates_in_a_row >= limit:
+            raise RunStopped(
+                f"step {self.global_step}: {self.bad_updates_in_a_row} updates in a row had a non-finite loss "
+                f"or gradient norm (algo.max_bad_updates_in_a_row={limit}); the run stops. Lower algo.lr or "
+                "check the reward and data; the last checkpoint holds the weights from before these updates"
+            )
+        return True
+
+    def _note_nothing_kept(self, kept: int, total: int, n_updates: int) -> None:
+        """A log line when this rank has no sample to learn from (PSR with no correct answer, NSR
+        with no wrong one, an empty batch); at most QUIET_NOTES of them, later ones only counted
+        in train/samples_kept."""
+        if kept or self.quiet_notes >= self.QUIET_NOTES:
+            return
+        self.quiet_notes += 1
+        if n_updates == 0:
+            what = "no update this step" + ("" if self.trainer.world_size == 1 else " on any rank")
+        else:
+            what = f"this rank joins the other ranks' {n_updates} updates with a zero loss"
+        more = (
+            "; further ones are only counted (train/samples_kept)"
+            if self.quiet_notes == self.QUIET_NOTES
+            else ""
+        )
+        print(
+            f"step {self.global_step} rank {self.global_rank}: objective {self.objective.name} keeps 0 of "
+            f"{total} samples (nothing to learn from); {what}{more}",
+            file=sys.stderr,
+            flush=True,
+        )
+
+    def _accumulate(self, batch: RolloutBatch, prep: dict, idx: Tensor, pre_update: bool) -> Tensor:
         """Backward of one mini-batch's loss, in micro-batches of `algo.micro_batch_size` rows
         (gradient accumulation: the memory of one micro-batch, the gradient of the mini-batch).
         Each micro-batch's loss is weighted by its share of the mini-batch, as the aggregation
@@ -317,10 +412,14 @@ class RLVRModule(L.LightningModule):
             lengths = batch.attention_mask.sum(1)[idx.to(batch.response_mask.device)].cpu()
             idx = idx[torch.argsort(lengths, stable=True)]
         full_mask = batch.response_mask[idx.to(batch.response_mask.device)]
+        total = torch.zeros((), device=self.device)
         for j in range(max(count, 1)):
             part = slice(j * size, (j + 1) * size)
             share = self.objective.batch_share(full_mask[part], full_mask) if micro else 1.0
-            self.manual_backward(self._minibatch_loss(batch, prep, idx[part], pre_update) * share)
+            loss = self._minibatch_loss(batch, prep, idx[part], pre_update) * share
+            self.manual_backward(loss)
+            total = total + loss.detach()
+        return total  # the mini-batch's loss, for the non-finite check
 
     def _dummy_forward(self, model) -> Tensor:
         dummy = torch.zeros((1, 2), dtype=torch.long, device=self.device)

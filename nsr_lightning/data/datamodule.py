@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable, Iterator
+
 import lightning as L
-from torch.utils.data import DataLoader, Dataset
+import torch
+from torch.utils.data import DataLoader, Dataset, DistributedSampler
 
 from nsr_lightning.data.math_datasets import load_problems
 from nsr_lightning.data.synthetic import Problem, SyntheticTask
@@ -33,12 +36,73 @@ def encode(problem: Problem, tokenizer, template: str) -> dict:
     }
 
 
-def train_loader(dataset: Dataset, batch_size: int, num_workers: int) -> DataLoader:
-    """Shuffled batches of prompts; the last incomplete batch is dropped (every step is full)."""
-    return DataLoader(
+class StepSampler(DistributedSampler):
+    """Training order as a function of (seed, RL step): exact resume from any step.
+
+    Epoch e is a permutation of the training set seeded with (seed, e), cut into
+    `batch_size x ranks` slices, one per step; rank r takes the r-th `batch_size` rows of each
+    slice (the tail that does not fill a step is dropped). Each time the loader is iterated it
+    starts at the step `position()` says (the trainer's `global_step`: one RL step consumes one
+    batch), so a run resumed from a checkpoint taken after step s sees batch s + 1 next, as an
+    uninterrupted run does; no sampler state needs saving. A DistributedSampler subclass, so
+    Lightning uses it as is under DDP / FSDP (it does not wrap or replace it).
+    """
+
+    def __init__(
+        self, size: int, batch_size: int, *, seed: int, rank: int, world: int, position: Callable[[], int]
+    ) -> None:
+        self.size, self.batch_size, self.seed = size, batch_size, seed
+        self.rank, self.world, self.position = rank, world, position
+        # DistributedSampler's own attributes, for code that reads them
+        self.num_replicas, self.shuffle, self.drop_last, self.epoch = world, True, True, 0
+        self.steps_per_epoch = size // (batch_size * world)
+        if self.steps_per_epoch < 1:
+            raise ValueError(
+                f"data.batch_size ({batch_size}) x {world} ranks is larger than the {size} training problems"
+            )
+
+    def __len__(self) -> int:  # rows per epoch on this rank
+        return self.steps_per_epoch * self.batch_size
+
+    def set_epoch(self, epoch: int) -> None:  # the epoch follows from the step
+        pass
+
+    def __iter__(self) -> Iterator[int]:
+        step = self.position()
+        epoch, first = divmod(step, self.steps_per_epoch)
+        gen = torch.Generator().manual_seed(self.seed * 1_000_003 + epoch)
+        order = torch.randperm(self.size, generator=gen)
+        bs, per_step = self.batch_size, self.batch_size * self.world
+        for s in range(first, self.steps_per_epoch):
+            yield from order[s * per_step + self.rank * bs : s * per_step + (self.rank + 1) * bs].tolist()
+
+
+class StepLoader(DataLoader):
+    """A DataLoader Lightning treats as resumable (it has state_dict / load_state_dict); the
+    position lives in the trainer's restored step (StepSampler), so the state is informative."""
+
+    def state_dict(self) -> dict:
+        return {"step": self.sampler.position()}
+
+    def load_state_dict(self, state: dict) -> None:
+        pass
+
+
+def train_loader(dataset: Dataset, batch_size: int, num_workers: int, trainer, seed: int) -> DataLoader:
+    """Batches of prompts in StepSampler's order (every step full)."""
+    world, rank = (trainer.world_size, trainer.global_rank) if trainer is not None else (1, 0)
+    sampler = StepSampler(
+        len(dataset),
+        batch_size,
+        seed=seed,
+        rank=rank,
+        world=world,
+        position=lambda: trainer.global_step if trainer is not None else 0,
+    )
+    return StepLoader(
         dataset,
         batch_size=batch_size,
-        shuffle=True,
+        sampler=sampler,
         drop_last=True,
         collate_fn=collate,
         num_workers=num_workers,
@@ -79,13 +143,13 @@ class SyntheticDataModule(L.LightningDataModule):
         self.num_train_problems = num_train_problems
         self.num_heldout_problems = num_heldout_problems
         self.template = template
-        self.num_workers = num_workers
+        self.num_workers, self.seed = num_workers, seed
         self.task = SyntheticTask(min_terms=min_terms, max_terms=max_terms, max_value=max_value, seed=seed)
         build_prompt(tokenizer, "1+1", template)  # fail now, not mid-run, on a bad template
 
     def train_dataloader(self) -> DataLoader:
         ds = ProblemDataset(self.task, self.num_train_problems, self.tokenizer, self.template)
-        return train_loader(ds, self.batch_size, self.num_workers)
+        return train_loader(ds, self.batch_size, self.num_workers, self.trainer, self.seed)
 
     def heldout(self) -> dict[str, list[dict]]:
         """Held-out problems per data set name, encoded like training rows."""
@@ -147,7 +211,7 @@ class MathDataModule(L.LightningDataModule):
 
     def train_dataloader(self) -> DataLoader:
         ds = ListDataset(self.train_problems, self.tokenizer, self.template)
-        return train_loader(ds, self.batch_size, self.num_workers)
+        return train_loader(ds, self.batch_size, self.num_workers, self.trainer, self.seed)
 
     def heldout(self) -> dict[str, list[dict]]:
         """Held-out problems per data set name, encoded like training rows."""

@@ -49,6 +49,7 @@ DATASETS: dict[str, DatasetSpec] = {
 SYNTHETIC = "synthetic"  # the embedded task's held-out problems (nsr_lightning.data.synthetic)
 NAMES = (*DATASETS, SYNTHETIC)
 _SCHEMA = ("problem", "answer", "id")
+MAX_FIELD_CHARS = 100_000  # a problem or answer longer than this is a broken row, not a prompt
 
 
 def load_problems(
@@ -116,6 +117,8 @@ def _json_rows(p: Path, data: bytes) -> list[dict]:
             raise UserError(f"{p}: not valid UTF-8 at byte {e.start}") from None
         except json.JSONDecodeError as e:
             raise UserError(f"{p}: not valid JSON (line {e.lineno}: {e.msg})") from None
+        except (ValueError, RecursionError) as e:  # a 5,000-digit number, nesting thousands deep
+            raise UserError(f"{p}: not readable JSON ({str(e)[:120] or type(e).__name__})") from None
         if not isinstance(rows, list) or not all(isinstance(r, dict) for r in rows):
             raise UserError(f"{p}: a .json data file must hold a list of objects")
         return rows
@@ -129,6 +132,10 @@ def _json_rows(p: Path, data: bytes) -> list[dict]:
             raise UserError(f"{p}: line {number}: not valid UTF-8") from None
         except json.JSONDecodeError as e:
             raise UserError(f"{p}: line {number}: not valid JSON ({e.msg})") from None
+        except (ValueError, RecursionError) as e:  # a 5,000-digit number, nesting thousands deep
+            raise UserError(
+                f"{p}: line {number}: not readable JSON ({str(e)[:120] or type(e).__name__})"
+            ) from None
         if not isinstance(row, dict):
             raise UserError(f"{p}: line {number}: expected a JSON object, got {type(row).__name__}")
         row["__line__"] = number
@@ -165,6 +172,11 @@ def to_problems(rows: list[dict], mapping: dict, *, name: str, where: str) -> li
         question = _field(row, mapping, "problem", at, name)
         if not isinstance(question, str) or not question.strip():
             raise UserError(f"{at}: '{mapping['problem']}' must be a non-empty string; got {question!r:.80}")
+        for key, value in (("problem", question), ("answer", row.get(mapping["answer"]))):
+            if isinstance(value, str) and len(value) > MAX_FIELD_CHARS:
+                raise UserError(
+                    f"{at}: '{mapping[key]}' is {len(value):,} characters long; at most {MAX_FIELD_CHARS:,}"
+                )
         answer = _field(row, mapping, "answer", at, name)
         if isinstance(answer, bool) or not isinstance(answer, (str, int, float)) or not str(answer).strip():
             raise UserError(
