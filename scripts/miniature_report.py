@@ -1,0 +1,177 @@
+"""Report of scripts/miniature.py: reads every run's outputs, writes the table, figures and JSON.
+
+Table 1 of the paper (pass@k, best in bold, second best underlined) with mean +- std over seeds
+(std with ddof 1; 0 for one seed), Figure 2 (pass@k curves), Figure 4 (training dynamics) and a
+lambda sweep of W-REINFORCE (pass@1 against pass@n). Can be re-run alone on a finished folder:
+`python scripts/miniature_report.py runs/miniature`.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import math
+import statistics
+import sys
+from pathlib import Path
+
+LABELS = {
+    "base": "Base model",
+    "psr": "PSR",
+    "nsr": "NSR",
+    "w_reinforce": "W-REINFORCE (0.1)",
+    "reinforce": "REINFORCE",
+    "grpo": "GRPO",
+    "ppo": "PPO",
+}
+SWEEP_SOURCES = {0.0: "nsr", 0.1: "w_reinforce", 1.0: "reinforce"}  # lambda -> the run reused
+TRAIN_KEYS = ("rollout/correct_ratio", "rollout/fully_solved_ratio", "rollout/entropy")
+
+
+def mean_std(values: list[float]) -> tuple[float, float]:
+    return statistics.fmean(values), (statistics.stdev(values) if len(values) > 1 else 0.0)
+
+
+def read_run(run_dir: Path) -> dict | None:
+    """pass@k, held-out dynamics and per-step training metrics of one finished run."""
+    summary = run_dir / "eval" / "summary.json"
+    if not summary.exists():
+        return None
+    data = json.loads(summary.read_text())["datasets"]["synthetic"]
+    run = {"pass@k": {int(k): v for k, v in data["pass@k"].items()}, "problems": data["problems"]}
+    times = run_dir / "times.json"
+    run["times"] = json.loads(times.read_text()) if times.exists() else {}
+    heldout = sorted(run_dir.glob("csv/version_*/heldout.json"))
+    run["heldout"] = json.loads(heldout[-1].read_text()) if heldout else []
+    metrics = sorted(run_dir.glob("csv/version_*/metrics.csv"))
+    train: dict[str, list] = {"step": [], **{k: [] for k in TRAIN_KEYS}}
+    if metrics:
+        for row in csv.DictReader(metrics[-1].open()):
+            if row.get("rollout/correct_ratio"):
+                train["step"].append(int(row["step"]))
+                for k in TRAIN_KEYS:
+                    train[k].append(float(row[k]) if row.get(k) else math.nan)
+    run["train"] = train
+    return run
+
+
+def collect(out: Path, jobs: list[dict]) -> dict[str, dict[int, dict]]:
+    runs: dict[str, dict[int, dict]] = {}
+    for job in jobs:
+        run = read_run(out / "runs" / job["method"] / f"seed{job['seed']}")
+        if run is not None:
+            runs.setdefault(job["method"], {})[job["seed"]] = run
+    return runs
+
+
+def table_rows(runs: dict) -> dict[str, dict[int, tuple[float, float]]]:
+    """method -> k -> (mean, std) over seeds, for the table's methods that finished."""
+    rows = {}
+    for method in LABELS:
+        if method in runs:
+            ks = sorted(next(iter(runs[method].values()))["pass@k"])
+            rows[method] = {k: mean_std([r["pass@k"][k] for r in runs[method].values()]) for k in ks}
+    return rows
+
+
+def ranks(rows: dict, k: int) -> dict[str, int]:
+    """1 = best, 2 = second best at this k (means compared at the table's precision, ties share)."""
+    means = sorted({round(100 * r[k][0], 1) for r in rows.values()}, reverse=True)
+    return {m: means.index(round(100 * r[k][0], 1)) + 1 for m, r in rows.items()}
+
+
+def write_table(out: Path, rows: dict) -> str:
+    ks = sorted(next(iter(rows.values())))
+    head = "| method | " + " | ".join(f"k={k}" for k in ks) + " |"
+    lines = [head, "|---" * (len(ks) + 1) + "|"]
+    rank = {k: ranks(rows, k) for k in ks}
+    with open(out / "table.csv", "w", newline="") as f:
+        w = csv.writer(f)
+        w.writerow(["method", "k", "pass@k_mean", "pass@k_std", "rank"])
+        for m, r in rows.items():
+            cells = []
+            for k in ks:
+                mean, std = r[k]
+                text = f"{100 * mean:.1f} ± {100 * std:.1f}"
+                cells.append(
+                    f"**{text}**" if rank[k][m] == 1 else f"<u>{text}</u>" if rank[k][m] == 2 else text
+                )
+                w.writerow([m, k, f"{mean:.6f}", f"{std:.6f}", rank[k][m]])
+            lines.append(f"| {LABELS[m]} | " + " | ".join(cells) + " |")
+    text = "\n".join(lines) + "\n"
+    (out / "table.md").write_text(text)
+    return text
+
+
+def sweep_points(runs: dict, sweep_extra, n: int) -> dict[float, dict]:
+    """lambda -> pass@1 and pass@n (mean, std) and the run it comes from."""
+    sources = dict(SWEEP_SOURCES) | {lam: f"w_reinforce_l{lam:g}" for lam in sweep_extra}
+    points = {}
+    for lam, method in sorted(sources.items()):
+        if method in runs:
+            vals = list(runs[method].values())
+            points[lam] = {
+                "run": method,
+                "pass@1": mean_std([r["pass@k"][1] for r in vals]),
+                f"pass@{n}": mean_std([r["pass@k"][n] for r in vals]),
+            }
+    return points
+
+
+def write_report(
+    out: Path, cfg: dict, jobs: list[dict], *, wall_s: float, machine: dict, sweep_extra
+) -> dict:
+    from miniature_plots import log_wandb, plot_curves, plot_dynamics, plot_sweep
+
+    out = Path(out)
+    runs = collect(out, jobs)
+    rows = table_rows(runs)
+    n = cfg["n"]
+    points = sweep_points(runs, sweep_extra, n)
+    table = write_table(out, rows) if rows else ""
+    figures = {
+        "pass_at_k": plot_curves(out / "pass_at_k.png", rows, LABELS),
+        "dynamics": plot_dynamics(out / "dynamics.png", runs, LABELS),
+        "lambda_sweep": plot_sweep(out / "lambda_sweep.png", points, rows, LABELS, n),
+    }
+    expected = {(j["method"], j["seed"]) for j in jobs}
+    finished = {(m, s) for m, by_seed in runs.items() for s in by_seed}
+    result = {
+        "settings": {k: v for k, v in cfg.items() if k != "out"},
+        "machine": machine,
+        "wall_s": round(wall_s, 1),
+        "missing_runs": sorted(f"{m} seed {s}" for m, s in expected - finished),
+        "table": {m: {str(k): {"mean": v[0], "std": v[1]} for k, v in r.items()} for m, r in rows.items()},
+        "lambda_sweep": {
+            f"{lam:g}": {
+                "run": p["run"],
+                **{k: {"mean": v[0], "std": v[1]} for k, v in p.items() if k != "run"},
+            }
+            for lam, p in points.items()
+        },
+        "runs": {m: {str(s): r for s, r in by_seed.items()} for m, by_seed in runs.items()},
+        "figures": {k: f"{k}.png" for k, ok in figures.items() if ok},
+    }
+    (out / "results.json").write_text(json.dumps(result, indent=1))
+    if cfg.get("logger") == "wandb":
+        log_wandb(out, result, LABELS)
+    if table:
+        print(table)
+    return result
+
+
+if __name__ == "__main__":
+    folder = Path(sys.argv[1])
+    saved = json.loads((folder / "results.json").read_text())
+    cfg = {**saved["settings"], "out": str(folder)}
+    sys.path.insert(0, str(Path(__file__).parent))
+    from miniature import plan
+
+    write_report(
+        folder,
+        cfg,
+        plan(cfg),
+        wall_s=saved["wall_s"],
+        machine=saved["machine"],
+        sweep_extra=(0.05, 0.25, 0.5),
+    )
