@@ -18,7 +18,9 @@ Three things are compared, all in float64:
    1e-4) and compared with the measured dz (relative error, O(lr)).
 3. Direction. The measured dz against the logit-space update -dL/dz: the sampled token's logit
    moves the way R says (up for PSR, down for NSR, relative to the mean logit), and the Pearson
-   correlation between the two centred vectors. They need not be equal: the network couples
+   correlation between the two centred vectors, and between the probability changes they make
+   (measured, and the first-order change of a step along -dL/dz), where tokens of near-zero
+   probability, whose logits the network moves freely, weigh nothing. They need not be equal: the network couples
    the logits (J J^T is not a multiple of the identity), so this part is first-order theory
    plus the network's own geometry, not an identity.
 
@@ -131,6 +133,12 @@ def sgd_logit_change(model, ids: torch.Tensor, pos: int, reward: float, lr: floa
     }
 
 
+def softmax_jacobian(logits: torch.Tensor) -> torch.Tensor:
+    """d softmax(z) / dz = diag(pi) - pi pi^T. (V,) -> (V, V)."""
+    pi = torch.softmax(logits, -1)
+    return torch.diag(pi) - torch.outer(pi, pi)
+
+
 def centred(v: torch.Tensor) -> torch.Tensor:
     return v - v.mean()
 
@@ -140,7 +148,7 @@ def pearson(a: torch.Tensor, b: torch.Tensor) -> float:
     return float((a @ b) / (a.norm() * b.norm()))
 
 
-def analyse(lr: float = 1e-2, seed: int = 0) -> dict:
+def analyse(lr: float = 1e-3, seed: int = 0) -> dict:
     """Everything the figure and the test need, for the PSR and the NSR case."""
     torch.manual_seed(seed)
     tokenizer = load_tokenizer(str(TINY_MODEL))
@@ -176,6 +184,11 @@ def analyse(lr: float = 1e-2, seed: int = 0) -> dict:
             "sampled_logit_move": float(centred(measured)[y]),
             "corr_measured_vs_logit_update": pearson(measured, -g_closed),
             "corr_entropy_vs_logit_update": pearson(h_closed, -g_closed),
+            # the same in probability space, where near-zero-probability tokens weigh nothing:
+            # measured change of pi against the first-order change of a logit-space step along -dL/dz
+            "corr_dpi_measured_vs_logit_update": pearson(
+                torch.softmax(z + measured, -1) - torch.softmax(z, -1), softmax_jacobian(z) @ -g_closed
+            ),
         }
     return {"problem": problem.question, "answer": problem.answer, "lr": lr, "cases": cases}
 
@@ -183,7 +196,7 @@ def analyse(lr: float = 1e-2, seed: int = 0) -> dict:
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--out", default="docs/miniature", help="folder for gradient_picture.png and .json")
-    p.add_argument("--lr", type=float, default=1e-2, help="plain SGD step size on the weights")
+    p.add_argument("--lr", type=float, default=1e-3, help="plain SGD step size on the weights")
     p.add_argument("--seed", type=int, default=0)
     args = p.parse_args(argv)
     out = Path(args.out)
@@ -201,7 +214,8 @@ def main(argv: list[str] | None = None) -> int:
         print(
             f"{name}: token {c['sampled_token']!r} after {c['context']!r}: closed form vs autograd max err "
             f"{c['logit_grad_autograd_max_err']:.1e}; SGD step vs first-order prediction rel err "
-            f"{c['first_order_rel_err']:.1e}; corr(measured dz, -dL/dz) {c['corr_measured_vs_logit_update']:.3f}; "
+            f"{c['first_order_rel_err']:.1e}; corr(measured dz, -dL/dz) {c['corr_measured_vs_logit_update']:.3f}, "
+            f"of d pi {c['corr_dpi_measured_vs_logit_update']:.3f}; "
             f"sampled logit moved {c['sampled_logit_move']:+.2e}"
         )
     print(f"wrote {out / 'gradient_picture.png'}")

@@ -3,7 +3,7 @@
 Table 1 of the paper (pass@k, best in bold, second best underlined) with mean +- std over seeds
 (std with ddof 1; 0 for one seed), Figure 2 (pass@k curves), Figure 4 (training dynamics) and a
 lambda sweep of W-REINFORCE (pass@1 against pass@n). Can be re-run alone on a finished folder:
-`python scripts/miniature_report.py runs/miniature`.
+`python scripts/miniature_report.py runs/miniature [--wandb]`.
 """
 
 from __future__ import annotations
@@ -11,6 +11,7 @@ from __future__ import annotations
 import csv
 import json
 import math
+import os
 import statistics
 import sys
 from pathlib import Path
@@ -139,7 +140,7 @@ def write_report(
     result = {
         "settings": {k: v for k, v in cfg.items() if k != "out"},
         "machine": machine,
-        "wall_s": round(wall_s, 1),
+        "wall_s": round(wall_s, 1) if wall_s is not None else None,  # None: a run cut short
         "missing_runs": sorted(f"{m} seed {s}" for m, s in expected - finished),
         "table": {m: {str(k): {"mean": v[0], "std": v[1]} for k, v in r.items()} for m, r in rows.items()},
         "lambda_sweep": {
@@ -161,17 +162,25 @@ def write_report(
 
 
 if __name__ == "__main__":
-    folder = Path(sys.argv[1])
-    saved = json.loads((folder / "results.json").read_text())
-    cfg = {**saved["settings"], "out": str(folder)}
-    sys.path.insert(0, str(Path(__file__).parent))
-    from miniature import plan
+    import argparse
 
-    write_report(
-        folder,
-        cfg,
-        plan(cfg),
-        wall_s=saved["wall_s"],
-        machine=saved["machine"],
-        sweep_extra=(0.05, 0.25, 0.5),
-    )
+    parser = argparse.ArgumentParser(description="re-write the report of a scripts/miniature.py folder")
+    parser.add_argument("folder")
+    parser.add_argument("--wandb", action="store_true", help="also log it to an offline W&B run")
+    # a run cut short has no results.json: give miniature.py's options again after the folder
+    args, options = parser.parse_known_args()
+    folder = Path(args.folder)
+    sys.path.insert(0, str(Path(__file__).parent))
+    from miniature import SWEEP_EXTRA, parse, plan
+
+    if (folder / "results.json").exists():
+        saved = json.loads((folder / "results.json").read_text())
+        cfg, wall, machine = saved["settings"], saved["wall_s"], saved["machine"]
+    else:  # a run cut short: its settings from the same options; wall time unknown
+        cfg, wall, machine = (
+            parse(["--out", str(folder), *options]),
+            None,
+            {"cpus": os.cpu_count()},
+        )
+    cfg = {**cfg, "out": str(folder)} | ({"logger": "wandb"} if args.wandb else {})
+    write_report(folder, cfg, plan(cfg), wall_s=wall, machine=machine, sweep_extra=SWEEP_EXTRA)
