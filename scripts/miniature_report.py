@@ -81,14 +81,14 @@ def ranks(rows: dict, k: int) -> dict[str, int]:
     return {m: means.index(round(100 * r[k][0], 1)) + 1 for m, r in rows.items()}
 
 
-def write_table(out: Path, rows: dict) -> str:
+def write_table(out: Path, rows: dict, seeds: dict[str, int]) -> str:
     ks = sorted(next(iter(rows.values())))
-    head = "| method | " + " | ".join(f"k={k}" for k in ks) + " |"
-    lines = [head, "|---" * (len(ks) + 1) + "|"]
+    head = "| method | seeds | " + " | ".join(f"k={k}" for k in ks) + " |"
+    lines = [head, "|---" * (len(ks) + 2) + "|"]
     rank = {k: ranks(rows, k) for k in ks}
     with open(out / "table.csv", "w", newline="") as f:
         w = csv.writer(f)
-        w.writerow(["method", "k", "pass@k_mean", "pass@k_std", "rank"])
+        w.writerow(["method", "seeds", "k", "pass@k_mean", "pass@k_std", "rank"])
         for m, r in rows.items():
             cells = []
             for k in ks:
@@ -97,8 +97,8 @@ def write_table(out: Path, rows: dict) -> str:
                 cells.append(
                     f"**{text}**" if rank[k][m] == 1 else f"<u>{text}</u>" if rank[k][m] == 2 else text
                 )
-                w.writerow([m, k, f"{mean:.6f}", f"{std:.6f}", rank[k][m]])
-            lines.append(f"| {LABELS[m]} | " + " | ".join(cells) + " |")
+                w.writerow([m, seeds[m], k, f"{mean:.6f}", f"{std:.6f}", rank[k][m]])
+            lines.append(f"| {LABELS[m]} | {seeds[m]} | " + " | ".join(cells) + " |")
     text = "\n".join(lines) + "\n"
     (out / "table.md").write_text(text)
     return text
@@ -129,7 +129,7 @@ def write_report(
     rows = table_rows(runs)
     n = cfg["n"]
     points = sweep_points(runs, sweep_extra, n)
-    table = write_table(out, rows) if rows else ""
+    table = write_table(out, rows, {m: len(runs[m]) for m in rows}) if rows else ""
     figures = {
         "pass_at_k": plot_curves(out / "pass_at_k.png", rows, LABELS),
         "dynamics": plot_dynamics(out / "dynamics.png", runs, LABELS),
