@@ -165,6 +165,9 @@ def parse(argv: list[str] | None = None) -> dict:
     p.add_argument("--lr", type=float, default=2e-5, help="learning rate of every method (fit's default)")
     p.add_argument("--methods", default=",".join(METHODS), help="comma-separated subset of the table's rows")
     p.add_argument("--no-sweep", dest="sweep", action="store_false", help="skip lambda 0.05 / 0.25 / 0.5")
+    p.add_argument(
+        "--first", default="", help="jobs to run first, e.g. nsr:1,psr:1 (method:seed; a resumed run)"
+    )
     p.add_argument("--workers", type=int, default=2, help="jobs at once (processes)")
     p.add_argument("--threads", type=int, default=1, help="torch threads per worker")
     p.add_argument("--logger", default="csv", choices=("csv", "wandb"), help="wandb: offline W&B runs too")
@@ -186,6 +189,14 @@ def main(argv: list[str] | None = None) -> int:
     out = Path(cfg["out"])
     out.mkdir(parents=True, exist_ok=True)
     jobs = plan(cfg)
+    first = [tuple(x.split(":")) for x in cfg["first"].split(",") if x]
+    jobs.sort(
+        key=lambda j: (
+            first.index((j["method"], str(j["seed"])))
+            if (j["method"], str(j["seed"])) in first
+            else len(first)
+        )
+    )
     print(f"{len(jobs)} jobs ({cfg['mode']}), {cfg['workers']} workers x {cfg['threads']} threads -> {out}")
     t0 = time.perf_counter()
     failed = []
