@@ -155,7 +155,8 @@ def plot_sweep(path, points: dict, rows: dict, labels: dict, n: int) -> bool:
             )
     ax.set_xlabel(f"pass@{n} (%)")
     ax.set_ylabel("pass@1 (%)")
-    ax.set_title("W-REINFORCE: λ from 0 (NSR) to 1 (REINFORCE)")
+    seeds = next(iter(points.values()))["seeds"]
+    ax.set_title(f"W-REINFORCE: λ from 0 (NSR) to 1 (REINFORCE); seeds {seeds}", fontsize=10)
     ax.grid(alpha=0.3)
     ax.legend(fontsize=8, loc="best")
     fig.tight_layout()

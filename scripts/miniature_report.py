@@ -107,12 +107,16 @@ def write_table(out: Path, rows: dict, seeds: dict[str, int]) -> str:
 def sweep_points(runs: dict, sweep_extra, n: int) -> dict[float, dict]:
     """lambda -> pass@1 and pass@n (mean, std) and the run it comes from."""
     sources = dict(SWEEP_SOURCES) | {lam: f"w_reinforce_l{lam:g}" for lam in sweep_extra}
+    sources = {lam: m for lam, m in sources.items() if m in runs}
+    # only the seeds every lambda has, so the frontier compares like with like
+    seeds = set.intersection(*(set(runs[m]) for m in sources.values())) if sources else set()
     points = {}
     for lam, method in sorted(sources.items()):
-        if method in runs:
-            vals = list(runs[method].values())
+        if seeds:
+            vals = [runs[method][s] for s in sorted(seeds)]
             points[lam] = {
                 "run": method,
+                "seeds": sorted(seeds),
                 "pass@1": mean_std([r["pass@k"][1] for r in vals]),
                 f"pass@{n}": mean_std([r["pass@k"][n] for r in vals]),
             }
@@ -146,7 +150,8 @@ def write_report(
         "lambda_sweep": {
             f"{lam:g}": {
                 "run": p["run"],
-                **{k: {"mean": v[0], "std": v[1]} for k, v in p.items() if k != "run"},
+                "seeds": p["seeds"],
+                **{k: {"mean": v[0], "std": v[1]} for k, v in p.items() if k.startswith("pass@")},
             }
             for lam, p in points.items()
         },
