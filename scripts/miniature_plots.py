@@ -123,42 +123,45 @@ def plot_dynamics(path, runs: dict, labels: dict) -> bool:
 
 
 def plot_sweep(path, points: dict, rows: dict, labels: dict, n: int) -> bool:
-    """pass@1 (y) against pass@n (x) for W-REINFORCE's lambda; other methods as reference marks."""
+    """pass@1 (y) against pass@n and against a middle k (x) for W-REINFORCE's lambda; other
+    methods as reference marks. pass@n alone can be coarse (one problem = 1 / problems)."""
     if not points:
         return False
-    fig, ax = plt.subplots(figsize=(6.5, 5), dpi=110)
+    mid = min(32, n)
+    fig, axes = plt.subplots(1, 2, figsize=(12, 5), dpi=110)
     lams = sorted(points)
-    xs = [100 * points[lam][f"pass@{n}"][0] for lam in lams]
-    ys = [100 * points[lam]["pass@1"][0] for lam in lams]
-    ax.plot(xs, ys, color="tab:green", lw=1, zorder=1)
-    for lam, x, y in zip(lams, xs, ys, strict=True):
-        p = points[lam]
-        ax.errorbar(
-            x,
-            y,
-            xerr=100 * p[f"pass@{n}"][1],
-            yerr=100 * p["pass@1"][1],
-            color="tab:green",
-            fmt="o",
-            capsize=3,
-        )
-        ax.annotate(f"λ={lam:g}", (x, y), textcoords="offset points", xytext=(6, 4), fontsize=9)
-    for m in ("base", "psr", "grpo", "ppo"):
-        if m in rows and n in rows[m]:
-            ax.scatter(
-                100 * rows[m][n][0],
-                100 * rows[m][1][0],
-                color=COLORS[m],
-                marker="s",
-                label=labels[m],
-                zorder=2,
+    for ax, k in zip(axes, (n, mid), strict=True):
+        xs = [100 * points[lam][f"pass@{k}"][0] for lam in lams]
+        ys = [100 * points[lam]["pass@1"][0] for lam in lams]
+        ax.plot(xs, ys, color="tab:green", lw=1, zorder=1)
+        for lam, x, y in zip(lams, xs, ys, strict=True):
+            p = points[lam]
+            ax.errorbar(
+                x,
+                y,
+                xerr=100 * p[f"pass@{k}"][1],
+                yerr=100 * p["pass@1"][1],
+                color="tab:green",
+                fmt="o",
+                capsize=3,
             )
-    ax.set_xlabel(f"pass@{n} (%)")
-    ax.set_ylabel("pass@1 (%)")
+            ax.annotate(f"λ={lam:g}", (x, y), textcoords="offset points", xytext=(6, 4), fontsize=9)
+        for m in ("base", "psr", "grpo", "ppo"):
+            if m in rows and k in rows[m]:
+                ax.scatter(
+                    100 * rows[m][k][0],
+                    100 * rows[m][1][0],
+                    color=COLORS[m],
+                    marker="s",
+                    label=labels[m],
+                    zorder=2,
+                )
+        ax.set_xlabel(f"pass@{k} (%)")
+        ax.set_ylabel("pass@1 (%)")
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=8, loc="best")
     seeds = next(iter(points.values()))["seeds"]
-    ax.set_title(f"W-REINFORCE: λ from 0 (NSR) to 1 (REINFORCE); seeds {seeds}", fontsize=10)
-    ax.grid(alpha=0.3)
-    ax.legend(fontsize=8, loc="best")
+    fig.suptitle(f"W-REINFORCE: λ from 0 (NSR) to 1 (REINFORCE); seeds {seeds}; squares: other methods")
     fig.tight_layout()
     fig.savefig(path)
     plt.close(fig)

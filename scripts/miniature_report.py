@@ -105,7 +105,7 @@ def write_table(out: Path, rows: dict, seeds: dict[str, int]) -> str:
 
 
 def sweep_points(runs: dict, sweep_extra, n: int) -> dict[float, dict]:
-    """lambda -> pass@1 and pass@n (mean, std) and the run it comes from."""
+    """lambda -> pass@k for every k (mean, std over the seeds every lambda has) and the run it comes from."""
     sources = dict(SWEEP_SOURCES) | {lam: f"w_reinforce_l{lam:g}" for lam in sweep_extra}
     sources = {lam: m for lam, m in sources.items() if m in runs}
     # only the seeds every lambda has, so the frontier compares like with like
@@ -117,10 +117,16 @@ def sweep_points(runs: dict, sweep_extra, n: int) -> dict[float, dict]:
             points[lam] = {
                 "run": method,
                 "seeds": sorted(seeds),
-                "pass@1": mean_std([r["pass@k"][1] for r in vals]),
-                f"pass@{n}": mean_std([r["pass@k"][n] for r in vals]),
+                **{f"pass@{k}": mean_std([r["pass@k"][k] for r in vals]) for k in sorted(vals[0]["pass@k"])},
             }
     return points
+
+
+def same_seeds(runs: dict, points: dict) -> dict:
+    """The table's rows on the sweep's seeds only (its reference marks compare like with like)."""
+    seeds = next(iter(points.values()))["seeds"] if points else []
+    kept = {m: {s: r for s, r in by_seed.items() if s in seeds} for m, by_seed in runs.items()}
+    return table_rows({m: by_seed for m, by_seed in kept.items() if len(by_seed) == len(seeds)})
 
 
 def write_report(
@@ -137,7 +143,7 @@ def write_report(
     figures = {
         "pass_at_k": plot_curves(out / "pass_at_k.png", rows, LABELS),
         "dynamics": plot_dynamics(out / "dynamics.png", runs, LABELS),
-        "lambda_sweep": plot_sweep(out / "lambda_sweep.png", points, rows, LABELS, n),
+        "lambda_sweep": plot_sweep(out / "lambda_sweep.png", points, same_seeds(runs, points), LABELS, n),
     }
     expected = {(j["method"], j["seed"]) for j in jobs}
     finished = {(m, s) for m, by_seed in runs.items() for s in by_seed}
