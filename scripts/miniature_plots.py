@@ -194,12 +194,11 @@ def log_wandb(out, result: dict, labels: dict) -> None:
             )
         }
     )
-    sweep = [
-        [float(lam), p["pass@1"]["mean"], *(v["mean"] for k, v in p.items() if k not in ("run", "pass@1"))]
-        for lam, p in result["lambda_sweep"].items()
-    ]
-    if sweep:
-        run.log({"miniature/lambda_sweep": wandb.Table(columns=["lambda", "pass@1", "pass@n"], data=sweep)})
+    points = result["lambda_sweep"]
+    if points:
+        keys = [k for k in next(iter(points.values())) if k.startswith("pass@")]
+        data = [[float(lam), *(p[k]["mean"] for k in keys)] for lam, p in points.items()]
+        run.log({"miniature/lambda_sweep": wandb.Table(columns=["lambda", *keys], data=data)})
     for name, file in result["figures"].items():
         run.log({f"miniature/{name}": wandb.Image(str(out / file))})
     run.finish()
