@@ -6,7 +6,8 @@
 - `trl`: TRL's GRPOTrainer (transformers `generate`, GRPO loss) on the same model, task,
   group size, generation length, sampling and update count.
 - `raw`: the work a step cannot avoid, on a bare model with a plain AdamW: one batched
-  `generate` of the same shape, then one forward + backward + optimizer step on its output.
+  sampling of the same shape, then one forward + backward + optimizer step on its output
+  (see `run_raw`).
 - `passk`: pass@k evaluation throughput (n samples per held-out problem), through the
   product's `evaluate_dataset`.
 
@@ -198,51 +199,73 @@ def micro(a) -> int:
 
 
 def run_raw(a) -> dict:
+    """The limit of a step on a bare model: one batched sampling of the same shape, then the
+    forward + backward passes of its update, in the shapes with the least padding (micro-batches
+    of rows sorted by length, each cut to its own width) and one AdamW step. Sampling is timed
+    two ways on the same prompts and seed: `generate_s` with the lean loop our engine runs
+    (`rollout/decode.py`, the faster: the limit) and `hf_generate_s` with transformers' `generate`
+    (`num_return_sequences=n`), for reference, after the update (so from weights one update on)."""
     from nsr_lightning.models import load_policy
-    from nsr_lightning.rollout.batch import pad_stack, stream_seed
+    from nsr_lightning.rollout.batch import SamplingConfig, pad_stack, response_mask_from_ids, stream_seed
+    from nsr_lightning.rollout.decode import sample_responses
 
     tokenizer, datamodule, _ = shared_data(a)
     model = load_policy(a.model_path, a.dtype).to(a.device)
     opt = torch.optim.AdamW(model.parameters(), lr=a.lr, weight_decay=0.01)
     pad, eos = tokenizer.pad_token_id, tokenizer.eos_token_id
+    sampling = SamplingConfig(temperature=1.0, top_p=1.0, top_k=0, max_new_tokens=a.max_new_tokens)
     records = []
     for step, batch in enumerate(step_prompts(a, datamodule)[: a.warmup + a.steps]):
         rows = [torch.tensor(r["prompt_ids"]) for r in batch]
         ids = pad_stack(rows, pad, left=True).to(a.device)  # (B, P)
         attn = pad_stack([torch.ones_like(r) for r in rows], 0, left=True).to(a.device)
-        t0 = clock(a.device)
         model.eval()
-        torch.manual_seed(stream_seed(a.seed, 0, step))  # our engine's seed: the same samples
+        seed = stream_seed(a.seed, 0, step)  # our engine's seed: the same samples
+        t0 = clock(a.device)
         with torch.no_grad():
-            out = model.generate(
-                input_ids=ids, attention_mask=attn, do_sample=True, temperature=1.0, top_p=1.0, top_k=0,
-                max_new_tokens=a.max_new_tokens, num_return_sequences=a.n, pad_token_id=pad,
-                eos_token_id=eos, use_cache=True,
-            )  # (B * n, P + R)  # fmt: skip
+            torch.manual_seed(seed)
+            resp = sample_responses(
+                model, ids, attn, n=a.n, sampling=sampling, eos_id=eos, pad_id=pad
+            )  # (N, R)
         t1 = clock(a.device)
         model.train()
-        resp = out[:, ids.shape[1] :]  # (N, R)
-        done = (resp == eos).long().cumsum(-1)
-        mask = ((done == 0) | ((done == 1) & (resp == eos))).float()  # up to and including EOS
-        full_attn = torch.cat([attn.repeat_interleave(a.n, 0), mask.long()], 1)
-        adv = torch.randn(len(out), 1, device=a.device)
-        for rows in torch.arange(len(out)).split(micro(a)):  # gradient accumulation, in row order
-            sub_attn = full_attn[rows]
+        mask = response_mask_from_ids(resp, eos)[0].long()  # (N, R) up to and including EOS
+        prompt_attn = attn.repeat_interleave(a.n, 0)
+        seq = torch.cat([ids.repeat_interleave(a.n, 0), resp], 1)
+        full_attn = torch.cat([prompt_attn, mask], 1)
+        adv = torch.randn(len(seq), 1, device=a.device)
+        order = torch.argsort(full_attn.sum(1).cpu(), stable=True)  # rows of similar length together
+        for part in order.split(micro(a)):  # gradient accumulation
+            p_cut = int(prompt_attn[part].sum(1).max())
+            r_cut = int(mask[part].sum(1).max())
+            cols = slice(ids.shape[1] - p_cut, ids.shape[1] + r_cut)  # this micro-batch's own width
+            sub_attn, sub_resp, sub_mask = full_attn[part, cols], resp[part, :r_cut], mask[part, :r_cut]
             logits = model(
-                input_ids=out[rows], attention_mask=sub_attn, position_ids=(sub_attn.cumsum(-1) - 1).clamp(min=0),
-                use_cache=False, logits_to_keep=resp.shape[1] + 1,
-            ).logits[:, :-1]  # (m, R, V)  # fmt: skip
-            logp = torch.log_softmax(logits.float(), -1).gather(-1, resp[rows].unsqueeze(-1)).squeeze(-1)
-            loss = -(adv[rows] * logp * mask[rows]).sum() / mask.sum()
+                input_ids=seq[part, cols], attention_mask=sub_attn, position_ids=(sub_attn.cumsum(-1) - 1).clamp(min=0),
+                use_cache=False, logits_to_keep=r_cut + 1,
+            ).logits[:, :-1]  # (m, r, V)  # fmt: skip
+            logp = torch.log_softmax(logits.float(), -1).gather(-1, sub_resp.unsqueeze(-1)).squeeze(-1)
+            loss = -(adv[part] * logp * sub_mask).sum() / mask.sum()
             loss.backward()
         opt.step()
         opt.zero_grad(set_to_none=True)
         t2 = clock(a.device)
+        model.eval()  # the reference, timed last so it cannot disturb the timed phases of the step:
+        with torch.no_grad():  # transformers' generate on the same prompts and seed (updated weights)
+            torch.manual_seed(seed)
+            hf = model.generate(
+                input_ids=ids, attention_mask=attn, do_sample=True, temperature=1.0, top_p=1.0, top_k=0,
+                max_new_tokens=a.max_new_tokens, num_return_sequences=a.n, pad_token_id=pad,
+                eos_token_id=eos, use_cache=True,
+            )  # (B * n, P + R)  # fmt: skip
+        t3 = clock(a.device)
         records.append(
             {
                 "generate_s": t1 - t0,
                 "update_s": t2 - t1,
+                "hf_generate_s": t3 - t2,
                 "gen_tokens": int(mask.sum()),
+                "hf_gen_tokens": int(response_mask_from_ids(hf[:, ids.shape[1] :], eos)[0].sum()),
                 "train_tokens": int(full_attn.sum()),
             }
         )

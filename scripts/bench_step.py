@@ -166,7 +166,18 @@ def summarise(runs: dict[str, list[dict]]) -> dict:
 
 def table(s: dict) -> str:
     lines = [f"{'phase (median s/step)':<28}{'ours':>10}{'raw':>10}{'trl':>10}", "-" * 58]
-    phases = ["sync", "generate", "reward", "old_logprob", "ref", "value", "entropy", "update", "other"]
+    phases = [
+        "sync",
+        "generate",
+        "hf_generate",
+        "reward",
+        "old_logprob",
+        "ref",
+        "value",
+        "entropy",
+        "update",
+        "other",
+    ]
     for key in [*phases, "step"]:
         row = [s.get(side, {}).get(f"{key}_s") for side in ("ours", "raw", "trl")]
         if any(v is not None for v in row):

@@ -1,16 +1,20 @@
-"""The Hugging Face `generate` engine: the default, runs anywhere (CPU included)."""
+"""The Hugging Face engine: the default, runs anywhere (CPU included)."""
 
 from __future__ import annotations
 
 import torch
-from torch import nn
+from torch import Tensor, nn
 
 from nsr_lightning.fsdp import is_sharded
 from nsr_lightning.rollout.batch import RolloutBatch, SamplingConfig, pad_stack, response_mask_from_ids
+from nsr_lightning.rollout.decode import sample_responses
 
 
 class HFEngine:
     """Samples with the training model itself; weight sync is a no-op (it *is* the policy).
+
+    Sampling runs the lean loop of `decode.py` (prompt prefilled once per prompt, finished rows
+    dropped), with transformers' sampling rules; multi-rank FSDP2 uses `generate` instead.
 
     batch_size bounds the number of sequences per `generate` call (prompts x n). Under FSDP2
     every forward is a collective: ranks decode in lock-step (`synced_gpus`) and make the same
@@ -28,6 +32,30 @@ class HFEngine:
             raise ValueError("the tokenizer needs a pad token and an EOS token")
         self.pad_id = int(tokenizer.pad_token_id)
         self.eos_id = int(tokenizer.eos_token_id)
+
+    def _sample(self, model, input_ids, attn, *, n: int, sampling: SamplingConfig, synced: bool) -> Tensor:
+        """(b, P) prompts -> (b * n, R) responses. The lean loop (`decode.py`), except under
+        multi-rank FSDP2, where `generate(synced_gpus=True)` keeps the ranks' forwards in step."""
+        if not synced:
+            return sample_responses(
+                model, input_ids, attn, n=n, sampling=sampling, eos_id=self.eos_id, pad_id=self.pad_id
+            )
+        greedy = sampling.temperature == 0
+        out = model.generate(
+            input_ids=input_ids,
+            attention_mask=attn,
+            do_sample=not greedy,
+            temperature=None if greedy else sampling.temperature,
+            top_p=None if greedy else sampling.top_p,
+            top_k=None if greedy else sampling.top_k,
+            max_new_tokens=sampling.max_new_tokens,
+            num_return_sequences=n,
+            pad_token_id=self.pad_id,
+            eos_token_id=self.eos_id,
+            use_cache=True,
+            synced_gpus=True,
+        )  # (b * n, P + R)
+        return out[:, input_ids.shape[1] :]
 
     def sync_weights(self, model: nn.Module) -> None:
         """Nothing to do: generation runs on the training model."""
@@ -60,24 +88,11 @@ class HFEngine:
                     chunk = [torch.tensor(p, dtype=torch.long) for p in rows]
                     input_ids = pad_stack(chunk, self.pad_id, left=True).to(device)  # (b, P)
                     attn = pad_stack([torch.ones_like(p) for p in chunk], 0, left=True).to(device)
-                    out = model.generate(
-                        input_ids=input_ids,
-                        attention_mask=attn,
-                        do_sample=sampling.temperature > 0,
-                        temperature=sampling.temperature if sampling.temperature > 0 else None,
-                        top_p=sampling.top_p if sampling.temperature > 0 else None,
-                        top_k=sampling.top_k if sampling.temperature > 0 else None,
-                        max_new_tokens=sampling.max_new_tokens,
-                        num_return_sequences=n,
-                        pad_token_id=self.pad_id,
-                        eos_token_id=self.eos_id,
-                        use_cache=True,
-                        synced_gpus=synced,
-                    )  # (b * n, P + R)
+                    out = self._sample(model, input_ids, attn, n=n, sampling=sampling, synced=synced)
                     if i >= len(chunks):
                         continue  # a padding call: only there to keep the ranks in step
                     prompt_rows.append(input_ids.repeat_interleave(n, dim=0).cpu())
-                    response_rows.append(out[:, input_ids.shape[1] :].cpu())
+                    response_rows.append(out.cpu())
         finally:
             model.train(was_training)
         prompt_ids = pad_stack(prompt_rows, self.pad_id, left=True)  # (N, P)

@@ -1,0 +1,117 @@
+"""A lean sampling loop for the HF engine: the work `generate` must do, and no more.
+
+Three savings over `transformers.generate(num_return_sequences=n)` for RL rollouts:
+- the prompt is prefilled once per prompt, not once per sample: its KV cache is copied n times;
+- rows that have emitted EOS leave the batch (their cache rows are dropped once they are at
+  least `COMPACT_SHARE` of it), so the decode work follows the tokens actually sampled rather
+  than (rows x the longest response);
+- no logits processors, stopping criteria or generation-config machinery per token.
+
+Sampling matches `generate`: logits / temperature, then top-k, then top-p (nucleus, at least one
+token kept), then one multinomial draw from the global torch generator; temperature 0 is greedy.
+"""
+
+from __future__ import annotations
+
+import inspect
+
+import torch
+from torch import Tensor, nn
+
+from nsr_lightning.rollout.batch import SamplingConfig
+
+COMPACT_SHARE = 0.125  # drop finished rows once they are this share of the rows still decoded
+
+
+def filter_logits(logits: Tensor, sampling: SamplingConfig) -> Tensor:
+    """(b, V) float logits -> the logits `generate` samples from: temperature, top-k, top-p."""
+    logits = logits / sampling.temperature
+    if 0 < sampling.top_k < logits.shape[-1]:
+        kth = torch.topk(logits, sampling.top_k, dim=-1).values[:, -1:]  # (b, 1)
+        logits = logits.masked_fill(logits < kth, float("-inf"))
+    if sampling.top_p < 1.0:
+        sorted_logits, order = torch.sort(logits, dim=-1)  # ascending
+        cum = sorted_logits.softmax(-1).cumsum(-1)
+        drop_sorted = cum <= 1 - sampling.top_p
+        drop_sorted[:, -1] = False  # always keep the most likely token
+        drop = drop_sorted.scatter(-1, order, drop_sorted)
+        logits = logits.masked_fill(drop, float("-inf"))
+    return logits
+
+
+def next_tokens(logits: Tensor, sampling: SamplingConfig) -> Tensor:
+    """(b, V) -> (b,) sampled token ids (greedy when temperature is 0)."""
+    logits = logits.float()
+    if sampling.temperature == 0:
+        return logits.argmax(-1)
+    probs = filter_logits(logits, sampling).softmax(-1)
+    return torch.multinomial(probs, 1).squeeze(-1)
+
+
+def _keeps_last_logits(model: nn.Module) -> dict:
+    """`logits_to_keep=1` where the model accepts it: the prefill's logits for the last position only."""
+    try:
+        return (
+            {"logits_to_keep": 1} if "logits_to_keep" in inspect.signature(model.forward).parameters else {}
+        )
+    except (TypeError, ValueError):
+        return {}
+
+
+@torch.no_grad()
+def sample_responses(
+    model: nn.Module,
+    input_ids: Tensor,
+    attention_mask: Tensor,
+    *,
+    n: int,
+    sampling: SamplingConfig,
+    eos_id: int,
+    pad_id: int,
+) -> Tensor:
+    """n sampled responses for each left-padded prompt row.
+
+    input_ids, attention_mask: (B, P) on the model's device. Returns (B * n, R) response ids,
+    rows in prompt order (row i * n + j is prompt i's sample j), each ending at its first EOS and
+    right-padded with `pad_id`; R <= max_new_tokens is the longest response.
+    """
+    extra = _keeps_last_logits(model)
+    positions = (attention_mask.cumsum(-1) - 1).clamp(min=0)
+    out = model(
+        input_ids=input_ids, attention_mask=attention_mask, position_ids=positions, use_cache=True, **extra
+    )
+    cache = out.past_key_values
+    logits = out.logits[:, -1].repeat_interleave(n, dim=0)  # (B * n, V)
+    if n > 1:
+        cache.batch_repeat_interleave(n)
+    attn = attention_mask.repeat_interleave(n, dim=0)  # (b, P + t) for the rows still decoded
+    next_pos = attn.sum(-1)  # (b,) position of the token fed next
+    rows = torch.arange(len(attn), device=attn.device)  # each decoded row's index in the output
+    alive = torch.ones(len(attn), dtype=torch.bool, device=attn.device)
+    result = torch.full((len(attn), sampling.max_new_tokens), pad_id, dtype=torch.long, device=attn.device)
+    width = 0
+    for t in range(sampling.max_new_tokens):
+        tok = next_tokens(logits, sampling)  # (b,)
+        result[rows[alive], t] = tok[alive]
+        width = t + 1
+        alive = alive & (tok != eos_id)
+        n_alive = int(alive.sum())  # the loop's one host sync a token (generate makes it too)
+        if n_alive == 0 or t + 1 == sampling.max_new_tokens:
+            break
+        if len(alive) - n_alive >= max(1, COMPACT_SHARE * len(alive)):  # drop finished rows
+            keep = alive.nonzero().squeeze(-1)
+            cache.batch_select_indices(keep)
+            rows, tok, attn, next_pos = rows[keep], tok[keep], attn[keep], next_pos[keep]
+            alive = alive[keep]
+        attn = torch.cat([attn, attn.new_ones(len(attn), 1)], dim=-1)
+        out = model(
+            input_ids=tok.unsqueeze(-1),
+            attention_mask=attn,
+            position_ids=next_pos.unsqueeze(-1),
+            past_key_values=cache,
+            use_cache=True,
+        )
+        cache = out.past_key_values
+        logits = out.logits[:, -1]
+        next_pos = next_pos + 1
+    return result[:, :width]
