@@ -92,3 +92,25 @@ def test_batched_sampling_is_the_model_distribution(model):
         hits = (row == EOS).nonzero()
         if len(hits):
             assert (row[hits[0, 0] + 1 :] == PAD).all()
+
+
+def test_engine_falls_back_to_generate_for_a_cache_it_cannot_reorder(model, monkeypatch):
+    """A model whose KV cache cannot drop rows: the engine samples with generate (same seed, same
+    tokens as generate itself) instead of failing."""
+    from transformers.cache_utils import Cache
+
+    from nsr_lightning.models import load_tokenizer
+    from nsr_lightning.rollout import HFEngine
+
+    tok = load_tokenizer(str(TINY_MODEL))
+    engine = HFEngine(tok)
+    s = SamplingConfig(temperature=1.0, max_new_tokens=30)
+    ids, attn = left_padded([9])
+    monkeypatch.delattr(Cache, "batch_select_indices")
+    ours = engine.generate(model, [ids[0].tolist()], n=1, sampling=s, seed=5)  # seeds itself
+    with torch.random.fork_rng():
+        torch.manual_seed(5)
+        theirs = hf_generate(model, ids, attn, s)[0]
+    assert not engine.lean
+    length = int(ours.response_mask.sum())
+    assert ours.response_ids[0, :length].tolist() == theirs[:length].tolist()

@@ -23,6 +23,10 @@ from nsr_lightning.rollout.batch import SamplingConfig
 COMPACT_SHARE = 0.125  # drop finished rows once they are this share of the rows still decoded
 
 
+class UnsupportedCache(NotImplementedError):
+    """The model's KV cache cannot repeat or drop batch rows: sample with `generate` instead."""
+
+
 def filter_logits(logits: Tensor, sampling: SamplingConfig) -> Tensor:
     """(b, V) float logits -> the logits `generate` samples from: temperature, top-k, top-p."""
     logits = logits / sampling.temperature
@@ -73,7 +77,8 @@ def sample_responses(
 
     input_ids, attention_mask: (B, P) on the model's device. Returns (B * n, R) response ids,
     rows in prompt order (row i * n + j is prompt i's sample j), each ending at its first EOS and
-    right-padded with `pad_id`; R <= max_new_tokens is the longest response.
+    right-padded with `pad_id`; R <= max_new_tokens is the longest response. Raises
+    UnsupportedCache (before drawing any random number) for a cache without batch reordering.
     """
     extra = _keeps_last_logits(model)
     positions = (attention_mask.cumsum(-1) - 1).clamp(min=0)
@@ -81,6 +86,8 @@ def sample_responses(
         input_ids=input_ids, attention_mask=attention_mask, position_ids=positions, use_cache=True, **extra
     )
     cache = out.past_key_values
+    if not all(hasattr(cache, name) for name in ("batch_repeat_interleave", "batch_select_indices")):
+        raise UnsupportedCache(f"{type(cache).__name__} cannot repeat or drop rows")
     logits = out.logits[:, -1].repeat_interleave(n, dim=0)  # (B * n, V)
     if n > 1:
         cache.batch_repeat_interleave(n)

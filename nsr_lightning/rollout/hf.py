@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import sys
+
 import torch
 from torch import Tensor, nn
 
 from nsr_lightning.fsdp import is_sharded
 from nsr_lightning.rollout.batch import RolloutBatch, SamplingConfig, pad_stack, response_mask_from_ids
-from nsr_lightning.rollout.decode import sample_responses
+from nsr_lightning.rollout.decode import UnsupportedCache, sample_responses
 
 
 class HFEngine:
@@ -32,14 +34,20 @@ class HFEngine:
             raise ValueError("the tokenizer needs a pad token and an EOS token")
         self.pad_id = int(tokenizer.pad_token_id)
         self.eos_id = int(tokenizer.eos_token_id)
+        self.lean = True  # the lean loop of decode.py; False after a model whose cache it cannot use
 
     def _sample(self, model, input_ids, attn, *, n: int, sampling: SamplingConfig, synced: bool) -> Tensor:
         """(b, P) prompts -> (b * n, R) responses. The lean loop (`decode.py`), except under
-        multi-rank FSDP2, where `generate(synced_gpus=True)` keeps the ranks' forwards in step."""
-        if not synced:
-            return sample_responses(
-                model, input_ids, attn, n=n, sampling=sampling, eos_id=self.eos_id, pad_id=self.pad_id
-            )
+        multi-rank FSDP2, where `generate(synced_gpus=True)` keeps the ranks' forwards in step,
+        and for a model whose KV cache cannot drop rows."""
+        if not synced and self.lean:
+            try:
+                return sample_responses(
+                    model, input_ids, attn, n=n, sampling=sampling, eos_id=self.eos_id, pad_id=self.pad_id
+                )
+            except UnsupportedCache as err:  # e.g. a recurrent model's cache: generate from now on
+                print(f"HF engine: {err}; sampling with transformers' generate", file=sys.stderr)
+                self.lean = False
         greedy = sampling.temperature == 0
         out = model.generate(
             input_ids=input_ids,
@@ -53,7 +61,7 @@ class HFEngine:
             pad_token_id=self.pad_id,
             eos_token_id=self.eos_id,
             use_cache=True,
-            synced_gpus=True,
+            synced_gpus=synced,
         )  # (b * n, P + R)
         return out[:, input_ids.shape[1] :]
 
