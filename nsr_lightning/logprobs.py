@@ -1,7 +1,8 @@
 """Per-token log-probabilities and entropy of response tokens, computed cheaply.
 
 Only the response positions get logits (`logits_to_keep`), and the float32 log-softmax runs in
-chunks of rows, so no full (batch x length x vocabulary) float32 tensor is ever formed. Columns
+chunks of rows, so no full (batch x length x vocabulary) float32 tensor is ever formed. With
+`share_prompts`, the n responses to one prompt share one forward pass of that prompt. Columns
 that are padding in every row are cut off first (`RolloutBatch.trimmed`): the outputs keep the
 batch's full response width, with zeros there.
 """
@@ -12,28 +13,28 @@ import torch
 from torch import Tensor, nn
 
 from nsr_lightning.rollout.batch import RolloutBatch
+from nsr_lightning.rollout.decode import UnsupportedCache, keeps_last_logits
 
 
 def response_logprobs(
-    model: nn.Module, batch: RolloutBatch, *, chunk_size: int = 64, with_entropy: bool = True
+    model: nn.Module,
+    batch: RolloutBatch,
+    *,
+    chunk_size: int = 64,
+    with_entropy: bool = True,
+    share_prompts: bool = False,
 ) -> tuple[Tensor, Tensor | None]:
     """log pi(y_t | x, y_<t) and the entropy of pi(. | x, y_<t) at every response position.
+
+    share_prompts: run each distinct prompt once and let all its responses attend to its KV
+    cache (`_shared_prompt_logits`), instead of running the prompt again in every row. The same
+    values up to float rounding, with or without gradients; two forward calls instead of one.
 
     Returns (logprobs (N, R), entropy (N, R) or None), float32, zero where response_mask is 0.
     """
     width = batch.response_ids.shape[1]
     batch = batch.trimmed()
-    attn = batch.attention_mask  # (N, P + R)
-    position_ids = (attn.cumsum(-1) - 1).clamp(min=0)
-    resp_len = batch.response_ids.shape[1]
-    out = model(
-        input_ids=batch.input_ids,
-        attention_mask=attn,
-        position_ids=position_ids,
-        use_cache=False,
-        logits_to_keep=resp_len + 1,
-    )
-    logits = out.logits[:, :-1]  # (N, R, V): position t predicts response token t
+    logits = _shared_prompt_logits(model, batch) if share_prompts else _row_logits(model, batch)  # (N, R, V)
     logps, ents = [], []
     for start in range(0, logits.shape[0], chunk_size):
         lg = logits[start : start + chunk_size].float()  # (c, R, V)
@@ -46,6 +47,56 @@ def response_logprobs(
     logprobs = _widen(torch.cat(logps) * mask, width)
     entropy = _widen(torch.cat(ents) * mask, width) if with_entropy else None
     return logprobs, entropy
+
+
+def _row_logits(model: nn.Module, batch: RolloutBatch) -> Tensor:
+    """(N, R, V) logits predicting each response token: one forward over prompt + response rows."""
+    attn = batch.attention_mask  # (N, P + R)
+    position_ids = (attn.cumsum(-1) - 1).clamp(min=0)
+    resp_len = batch.response_ids.shape[1]
+    out = model(
+        input_ids=batch.input_ids,
+        attention_mask=attn,
+        position_ids=position_ids,
+        use_cache=False,
+        logits_to_keep=resp_len + 1,
+    )
+    return out.logits[:, :-1]  # position t predicts response token t
+
+
+def _shared_prompt_logits(model: nn.Module, batch: RolloutBatch) -> Tensor:
+    """(N, R, V) logits predicting each response token, each distinct prompt run once.
+
+    Forward 1: the u distinct (left-padded) prompts, keeping their KV cache and the last
+    position's logits (which predict response token 0). The cache's rows are then gathered to the
+    N rows (an index, so gradients flow back into the shared prompt). Forward 2: the responses
+    alone, attending to their prompt's cache; position t predicts response token t + 1.
+    """
+    keys = torch.cat([batch.prompt_ids, batch.prompt_mask], dim=1)  # equal rows: the same prompt
+    unique, row_of = torch.unique(keys, dim=0, return_inverse=True)  # (u, 2P), (N,)
+    prompt_ids, prompt_mask = unique.split(batch.prompt_ids.shape[1], dim=1)
+    prompt_len = prompt_mask.sum(-1)  # (u,)
+    first = model(
+        input_ids=prompt_ids,
+        attention_mask=prompt_mask,
+        position_ids=(prompt_mask.cumsum(-1) - 1).clamp(min=0),
+        use_cache=True,
+        **keeps_last_logits(model),
+    )
+    cache = first.past_key_values
+    if not hasattr(cache, "batch_select_indices"):
+        raise UnsupportedCache(f"{type(cache).__name__} cannot gather rows: set algo.share_prompts=false")
+    cache.batch_select_indices(row_of)  # (u, ...) -> (N, ...)
+    resp_len = batch.response_ids.shape[1]
+    positions = prompt_len[row_of].unsqueeze(-1) + torch.arange(resp_len, device=prompt_len.device)  # (N, R)
+    second = model(
+        input_ids=batch.response_ids,
+        attention_mask=torch.cat([prompt_mask[row_of], batch.response_mask.to(prompt_mask.dtype)], dim=1),
+        position_ids=positions,
+        past_key_values=cache,
+        use_cache=True,
+    )
+    return torch.cat([first.logits[:, -1:][row_of], second.logits[:, :-1]], dim=1)
 
 
 def _widen(values: Tensor, width: int) -> Tensor:

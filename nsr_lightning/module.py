@@ -71,6 +71,7 @@ class RLVRModule(L.LightningModule):
         ppo_epochs: int = 1,
         max_grad_norm: float = 1.0,
         logprob_chunk_size: int = 64,
+        share_prompts: bool = True,
         gradient_checkpointing: bool = False,
         entropy_of_all_responses: bool = True,
         logprob_check_rows: int = 16,
@@ -207,6 +208,19 @@ class RLVRModule(L.LightningModule):
         self._log_step_metrics()
         self.log("perf/train_s", self._clock() - t0, on_step=True)
 
+    def _logprobs(
+        self, model, batch: RolloutBatch, with_entropy: bool = True
+    ) -> tuple[Tensor, Tensor | None]:
+        """`response_logprobs` with this run's settings. Prompts are shared by their responses
+        (`algo.share_prompts`) except with gradient checkpointing (no KV cache in training
+        forwards) and under multi-rank FSDP2 (where every rank must run as many forwards)."""
+        hp = self.hparams
+        share = hp.share_prompts and not hp.gradient_checkpointing
+        share = share and not (is_sharded(self.model) and self.trainer.world_size > 1)
+        return response_logprobs(
+            model, batch, chunk_size=hp.logprob_chunk_size, with_entropy=with_entropy, share_prompts=share
+        )
+
     def _clock(self) -> float:
         """Wall time for the perf/* phase timings; waits for queued GPU work first (a few calls
         a step, at phase boundaries only: never inside the update loop)."""
@@ -230,7 +244,7 @@ class RLVRModule(L.LightningModule):
                 self._dummy_forward(self.model)
                 continue
             sub = dropped.select(rows)
-            _, entropy = response_logprobs(self.model, sub, chunk_size=hp.logprob_chunk_size)
+            _, entropy = self._logprobs(self.model, sub)
             self._metric("rollout/entropy").update(entropy.sum(), sub.response_mask.sum())
 
     def _optimizers(self) -> list:
@@ -261,15 +275,13 @@ class RLVRModule(L.LightningModule):
             sub = batch.select(rows)
             if need_old:
                 t = self._clock()
-                old, entropy = response_logprobs(self.model, sub, chunk_size=hp.logprob_chunk_size)
+                old, entropy = self._logprobs(self.model, sub)
                 parts["old_logprobs"].append(old)
                 self._metric("rollout/entropy").update(entropy.sum(), sub.response_mask.sum())
                 times["old_logprob"] += self._clock() - t
             if self.ref_model is not None:
                 t = self._clock()
-                ref, _ = response_logprobs(
-                    self.ref_model, sub, chunk_size=hp.logprob_chunk_size, with_entropy=False
-                )
+                ref, _ = self._logprobs(self.ref_model, sub, with_entropy=False)
                 parts["ref_logprobs"].append(ref)
                 times["ref"] += self._clock() - t
             if self.critic is not None:
@@ -434,13 +446,12 @@ class RLVRModule(L.LightningModule):
         return loss
 
     def _minibatch_loss(self, batch: RolloutBatch, prep: dict, idx: Tensor, pre_update: bool) -> Tensor:
-        hp = self.hparams
         if len(idx) == 0:
             return self._zero_loss()
         mini = batch.select(idx)
         pick = {k: v[idx.to(v.device)] for k, v in prep.items() if isinstance(v, Tensor)}
         # entropy is logged every step; it is also the bonus when entropy_coef > 0
-        logprobs, entropy = response_logprobs(self.model, mini, chunk_size=hp.logprob_chunk_size)
+        logprobs, entropy = self._logprobs(self.model, mini)
         old = pick.get("old_logprobs", logprobs.detach())
         mask = mini.response_mask
         loss, stats = self.objective.loss(
@@ -511,9 +522,7 @@ class RLVRModule(L.LightningModule):
         if rollout.sampler_logprobs is None or rows <= 0:
             return
         check = rollout.select(torch.arange(min(rows, len(rollout))))
-        trainer_lp, _ = response_logprobs(
-            self.model, check, chunk_size=self.hparams.logprob_chunk_size, with_entropy=False
-        )
+        trainer_lp, _ = self._logprobs(self.model, check, with_entropy=False)
         mask = check.response_mask.bool()
         diff = (check.sampler_logprobs.to(trainer_lp) - trainer_lp).abs()[mask]  # (tokens,)
         mean = diff.mean() if diff.numel() else torch.zeros((), device=self.device)

@@ -52,7 +52,7 @@ def next_tokens(logits: Tensor, sampling: SamplingConfig) -> Tensor:
     return torch.multinomial(probs, 1).squeeze(-1)
 
 
-def _keeps_last_logits(model: nn.Module) -> dict:
+def keeps_last_logits(model: nn.Module) -> dict:
     """`logits_to_keep=1` where the model accepts it: the prefill's logits for the last position only."""
     try:
         return (
@@ -80,7 +80,7 @@ def sample_responses(
     right-padded with `pad_id`; R <= max_new_tokens is the longest response. Raises
     UnsupportedCache (before drawing any random number) for a cache without batch reordering.
     """
-    extra = _keeps_last_logits(model)
+    extra = keeps_last_logits(model)
     positions = (attention_mask.cumsum(-1) - 1).clamp(min=0)
     out = model(
         input_ids=input_ids, attention_mask=attention_mask, position_ids=positions, use_cache=True, **extra

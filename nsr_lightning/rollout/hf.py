@@ -25,7 +25,7 @@ class HFEngine:
 
     name = "hf"
 
-    def __init__(self, tokenizer, *, batch_size: int = 512) -> None:
+    def __init__(self, tokenizer, *, batch_size: int = 512, lean: bool = True) -> None:
         if batch_size < 1:
             raise ValueError(f"rollout.engine.batch_size must be >= 1; got {batch_size}")
         self.tokenizer = tokenizer
@@ -34,7 +34,8 @@ class HFEngine:
             raise ValueError("the tokenizer needs a pad token and an EOS token")
         self.pad_id = int(tokenizer.pad_token_id)
         self.eos_id = int(tokenizer.eos_token_id)
-        self.lean = True  # the lean loop of decode.py; False after a model whose cache it cannot use
+        self.lean = bool(lean)  # the lean loop of decode.py; False: transformers' generate (also
+        # set after a model whose cache the loop cannot use)
 
     def _sample(self, model, input_ids, attn, *, n: int, sampling: SamplingConfig, synced: bool) -> Tensor:
         """(b, P) prompts -> (b * n, R) responses. The lean loop (`decode.py`), except under
