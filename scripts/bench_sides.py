@@ -200,13 +200,22 @@ def micro(a) -> int:
 
 def run_raw(a) -> dict:
     """The limit of a step on a bare model: one batched sampling of the same shape, then the
-    forward + backward passes of its update, in the shapes with the least padding (micro-batches
-    of rows sorted by length, each cut to its own width) and one AdamW step. Sampling is timed
+    forward + backward passes of its update, in the shapes with the least work (micro-batches of
+    rows sorted by length, each cut to its own width, each distinct prompt run once: the
+    product's `response_logprobs(share_prompts=True)` called directly, no entropy) and one AdamW
+    step. Sampling is timed
     two ways on the same prompts and seed: `generate_s` with the lean loop our engine runs
     (`rollout/decode.py`, the faster: the limit) and `hf_generate_s` with transformers' `generate`
     (`num_return_sequences=n`), for reference, after the update (so from weights one update on)."""
+    from nsr_lightning.logprobs import response_logprobs
     from nsr_lightning.models import load_policy
-    from nsr_lightning.rollout.batch import SamplingConfig, pad_stack, response_mask_from_ids, stream_seed
+    from nsr_lightning.rollout.batch import (
+        RolloutBatch,
+        SamplingConfig,
+        pad_stack,
+        response_mask_from_ids,
+        stream_seed,
+    )
     from nsr_lightning.rollout.decode import sample_responses
 
     tokenizer, datamodule, _ = shared_data(a)
@@ -229,23 +238,17 @@ def run_raw(a) -> dict:
             )  # (N, R)
         t1 = clock(a.device)
         model.train()
-        mask = response_mask_from_ids(resp, eos)[0].long()  # (N, R) up to and including EOS
-        prompt_attn = attn.repeat_interleave(a.n, 0)
-        seq = torch.cat([ids.repeat_interleave(a.n, 0), resp], 1)
-        full_attn = torch.cat([prompt_attn, mask], 1)
-        adv = torch.randn(len(seq), 1, device=a.device)
-        order = torch.argsort(full_attn.sum(1).cpu(), stable=True)  # rows of similar length together
-        for part in order.split(micro(a)):  # gradient accumulation
-            p_cut = int(prompt_attn[part].sum(1).max())
-            r_cut = int(mask[part].sum(1).max())
-            cols = slice(ids.shape[1] - p_cut, ids.shape[1] + r_cut)  # this micro-batch's own width
-            sub_attn, sub_resp, sub_mask = full_attn[part, cols], resp[part, :r_cut], mask[part, :r_cut]
-            logits = model(
-                input_ids=seq[part, cols], attention_mask=sub_attn, position_ids=(sub_attn.cumsum(-1) - 1).clamp(min=0),
-                use_cache=False, logits_to_keep=r_cut + 1,
-            ).logits[:, :-1]  # (m, r, V)  # fmt: skip
-            logp = torch.log_softmax(logits.float(), -1).gather(-1, sub_resp.unsqueeze(-1)).squeeze(-1)
-            loss = -(adv[part] * logp * sub_mask).sum() / mask.sum()
+        mask, truncated = response_mask_from_ids(resp, eos)  # (N, R) up to and including EOS
+        rollout = RolloutBatch(
+            prompt_ids=ids.repeat_interleave(a.n, 0), prompt_mask=attn.repeat_interleave(a.n, 0),
+            response_ids=resp.masked_fill(mask == 0, pad), response_mask=mask.long(),
+            group_ids=torch.arange(len(ids), device=ids.device).repeat_interleave(a.n), truncated=truncated,
+        )  # fmt: skip
+        adv = torch.randn(len(rollout), 1, device=a.device)
+        order = torch.argsort(rollout.attention_mask.sum(1).cpu(), stable=True)  # similar lengths together
+        for part in order.split(micro(a)):  # gradient accumulation; each micro-batch cut to its own width
+            logp, _ = response_logprobs(model, rollout.select(part), with_entropy=False, share_prompts=True)
+            loss = -(adv[part] * logp).sum() / mask.sum()
             loss.backward()
         opt.step()
         opt.zero_grad(set_to_none=True)
@@ -266,7 +269,7 @@ def run_raw(a) -> dict:
                 "hf_generate_s": t3 - t2,
                 "gen_tokens": int(mask.sum()),
                 "hf_gen_tokens": int(response_mask_from_ids(hf[:, ids.shape[1] :], eos)[0].sum()),
-                "train_tokens": int(full_attn.sum()),
+                "train_tokens": int(rollout.attention_mask.sum()),
             }
         )
     return {"records": records[a.warmup :], **peak_memory_mb(a.device)}
