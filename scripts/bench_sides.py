@@ -243,6 +243,7 @@ def run_raw(a) -> dict:
             prompt_ids=ids.repeat_interleave(a.n, 0), prompt_mask=attn.repeat_interleave(a.n, 0),
             response_ids=resp.masked_fill(mask == 0, pad), response_mask=mask.long(),
             group_ids=torch.arange(len(ids), device=ids.device).repeat_interleave(a.n), truncated=truncated,
+            texts=[""] * len(resp),
         )  # fmt: skip
         adv = torch.randn(len(rollout), 1, device=a.device)
         order = torch.argsort(rollout.attention_mask.sum(1).cpu(), stable=True)  # similar lengths together
