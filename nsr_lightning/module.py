@@ -71,7 +71,7 @@ class RLVRModule(L.LightningModule):
         ppo_epochs: int = 1,
         max_grad_norm: float = 1.0,
         logprob_chunk_size: int = 64,
-        share_prompts: bool = True,
+        share_prompts: bool = False,
         gradient_checkpointing: bool = False,
         entropy_of_all_responses: bool = True,
         logprob_check_rows: int = 16,
@@ -211,8 +211,8 @@ class RLVRModule(L.LightningModule):
     def _logprobs(
         self, model, batch: RolloutBatch, with_entropy: bool = True
     ) -> tuple[Tensor, Tensor | None]:
-        """`response_logprobs` with this run's settings. Prompts are shared by their responses
-        (`algo.share_prompts`) except with gradient checkpointing (no KV cache in training
+        """`response_logprobs` with this run's settings. With `algo.share_prompts`, prompts are
+        shared by their responses, except with gradient checkpointing (no KV cache in training
         forwards) and under multi-rank FSDP2 (where every rank must run as many forwards)."""
         hp = self.hparams
         share = hp.share_prompts and not hp.gradient_checkpointing
