@@ -12,7 +12,7 @@ from __future__ import annotations
 import torch
 from torch import Tensor, nn
 
-from nsr_lightning.rollout.batch import RolloutBatch
+from nsr_lightning.rollout.batch import RolloutBatch, position_ids
 from nsr_lightning.rollout.decode import UnsupportedCache, keeps_last_logits
 
 
@@ -52,12 +52,11 @@ def response_logprobs(
 def _row_logits(model: nn.Module, batch: RolloutBatch) -> Tensor:
     """(N, R, V) logits predicting each response token: one forward over prompt + response rows."""
     attn = batch.attention_mask  # (N, P + R)
-    position_ids = (attn.cumsum(-1) - 1).clamp(min=0)
     resp_len = batch.response_ids.shape[1]
     out = model(
         input_ids=batch.input_ids,
         attention_mask=attn,
-        position_ids=position_ids,
+        position_ids=position_ids(attn),
         use_cache=False,
         logits_to_keep=resp_len + 1,
     )
@@ -79,7 +78,7 @@ def _shared_prompt_logits(model: nn.Module, batch: RolloutBatch) -> Tensor:
     first = model(
         input_ids=prompt_ids,
         attention_mask=prompt_mask,
-        position_ids=(prompt_mask.cumsum(-1) - 1).clamp(min=0),
+        position_ids=position_ids(prompt_mask),
         use_cache=True,
         **keeps_last_logits(model),
     )
@@ -112,8 +111,9 @@ def response_values(critic: nn.Module, batch: RolloutBatch) -> Tensor:
     width = batch.response_ids.shape[1]
     batch = batch.trimmed()
     attn = batch.attention_mask  # (N, P + R)
-    position_ids = (attn.cumsum(-1) - 1).clamp(min=0)
     prompt_len, resp_len = batch.prompt_ids.shape[1], batch.response_ids.shape[1]
-    out = critic(input_ids=batch.input_ids, attention_mask=attn, position_ids=position_ids, use_cache=False)
+    out = critic(
+        input_ids=batch.input_ids, attention_mask=attn, position_ids=position_ids(attn), use_cache=False
+    )
     values = out.logits[:, prompt_len - 1 : prompt_len - 1 + resp_len, 0].float()  # (N, R)
     return _widen(values * batch.response_mask.to(torch.float32), width)

@@ -362,7 +362,7 @@ class RLVRModule(L.LightningModule):
         values = [loss.detach().float().reshape(()), norm.detach().float().reshape(())]
         if critic_norm is not None:
             values.append(critic_norm.detach().float().reshape(()))
-        bad = self._sync_max(int(not torch.isfinite(torch.stack([v.cpu() for v in values])).all()))
+        bad = self._sync_max(int(not torch.isfinite(torch.stack([v.to(loss.device) for v in values])).all()))
         if not bad:
             self.bad_updates_in_a_row = 0
             return False

@@ -13,12 +13,13 @@ token kept), then one multinomial draw from the global torch generator; temperat
 
 from __future__ import annotations
 
+import functools
 import inspect
 
 import torch
 from torch import Tensor, nn
 
-from nsr_lightning.rollout.batch import SamplingConfig
+from nsr_lightning.rollout.batch import SamplingConfig, position_ids
 
 COMPACT_SHARE = 0.125  # drop finished rows once they are this share of the rows still decoded
 
@@ -54,12 +55,15 @@ def next_tokens(logits: Tensor, sampling: SamplingConfig) -> Tensor:
 
 def keeps_last_logits(model: nn.Module) -> dict:
     """`logits_to_keep=1` where the model accepts it: the prefill's logits for the last position only."""
+    return {"logits_to_keep": 1} if _accepts_logits_to_keep(type(model)) else {}
+
+
+@functools.cache
+def _accepts_logits_to_keep(cls: type) -> bool:
     try:
-        return (
-            {"logits_to_keep": 1} if "logits_to_keep" in inspect.signature(model.forward).parameters else {}
-        )
+        return "logits_to_keep" in inspect.signature(cls.forward).parameters
     except (TypeError, ValueError):
-        return {}
+        return False
 
 
 @torch.no_grad()
@@ -81,9 +85,12 @@ def sample_responses(
     UnsupportedCache (before drawing any random number) for a cache without batch reordering.
     """
     extra = keeps_last_logits(model)
-    positions = (attention_mask.cumsum(-1) - 1).clamp(min=0)
     out = model(
-        input_ids=input_ids, attention_mask=attention_mask, position_ids=positions, use_cache=True, **extra
+        input_ids=input_ids,
+        attention_mask=attention_mask,
+        position_ids=position_ids(attention_mask),
+        use_cache=True,
+        **extra,
     )
     cache = out.past_key_values
     if not all(hasattr(cache, name) for name in ("batch_repeat_interleave", "batch_select_indices")):
@@ -99,7 +106,7 @@ def sample_responses(
     width = 0
     for t in range(sampling.max_new_tokens):
         tok = next_tokens(logits, sampling)  # (b,)
-        result[rows[alive], t] = tok[alive]
+        result[rows, t] = torch.where(alive, tok, pad_id)  # finished rows still held: padding
         width = t + 1
         alive = alive & (tok != eos_id)
         n_alive = int(alive.sum())  # the loop's one host sync a token (generate makes it too)
