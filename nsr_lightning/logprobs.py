@@ -83,9 +83,12 @@ def _shared_prompt_logits(model: nn.Module, batch: RolloutBatch) -> Tensor:
         **keeps_last_logits(model),
     )
     cache = first.past_key_values
-    if not hasattr(cache, "batch_select_indices"):
-        raise UnsupportedCache(f"{type(cache).__name__} cannot gather rows: set algo.share_prompts=false")
-    cache.batch_select_indices(row_of)  # (u, ...) -> (N, ...)
+    if not all(hasattr(cache, name) for name in ("batch_repeat_interleave", "batch_select_indices")):
+        raise UnsupportedCache(f"{type(cache).__name__} cannot gather rows")
+    repeats, slots = _spread(row_of, len(unique))
+    if repeats > 1:
+        cache.batch_repeat_interleave(repeats)  # (u, ...) -> (u * repeats, ...)
+    cache.batch_select_indices(slots)  # -> (N, ...)
     resp_len = batch.response_ids.shape[1]
     positions = prompt_len[row_of].unsqueeze(-1) + torch.arange(resp_len, device=prompt_len.device)  # (N, R)
     second = model(
@@ -95,7 +98,29 @@ def _shared_prompt_logits(model: nn.Module, batch: RolloutBatch) -> Tensor:
         past_key_values=cache,
         use_cache=True,
     )
-    return torch.cat([first.logits[:, -1:][row_of], second.logits[:, :-1]], dim=1)
+    last = first.logits[:, -1:].repeat_interleave(repeats, dim=0)[slots]  # (N, 1, V)
+    return torch.cat([last, second.logits[:, :-1]], dim=1)
+
+
+def _spread(row_of: Tensor, u: int) -> tuple[int, Tensor]:
+    """(repeats, slots) with x.repeat_interleave(repeats, 0)[slots] == x[row_of] for any x of u rows,
+    every slot used once.
+
+    Why not x[row_of]: its backward adds the gradients of rows that share a prompt with atomic
+    adds on CPU (2+ threads), in an order that changes from run to run, so two runs of one seed
+    drift apart by ~1e-7 a step. Here the backward is a scatter without collisions plus a sum over
+    the repeats in a fixed order: bit for bit reproducible. Without gradients there is nothing to
+    add up, so the plain index is used (repeats 1).
+    """
+    if not torch.is_grad_enabled():
+        return 1, row_of
+    counts = torch.bincount(row_of, minlength=u)  # responses per distinct prompt
+    repeats = int(counts.max())
+    order = torch.argsort(row_of, stable=True)
+    first_of = torch.cumsum(counts, 0) - counts  # where each prompt's rows start in `order`
+    rank = torch.empty_like(row_of)  # the row's place among its prompt's rows
+    rank[order] = torch.arange(len(row_of), device=row_of.device) - first_of[row_of[order]]
+    return repeats, row_of * repeats + rank
 
 
 def _widen(values: Tensor, width: int) -> Tensor:

@@ -26,6 +26,7 @@ from nsr_lightning.metrics import RatioMetric, group_outcomes
 from nsr_lightning.models import load_critic, load_policy, load_reference
 from nsr_lightning.objectives import Objective, group_stats, is_correct
 from nsr_lightning.rollout import RolloutBatch, stream_seed
+from nsr_lightning.rollout.decode import UnsupportedCache
 
 GLOBAL_RNG_SALT = 3  # stream_seed salt of the per-step global RNG seed
 
@@ -71,7 +72,7 @@ class RLVRModule(L.LightningModule):
         ppo_epochs: int = 1,
         max_grad_norm: float = 1.0,
         logprob_chunk_size: int = 64,
-        share_prompts: bool = False,
+        share_prompts: bool = True,
         gradient_checkpointing: bool = False,
         entropy_of_all_responses: bool = True,
         logprob_check_rows: int = 16,
@@ -115,6 +116,7 @@ class RLVRModule(L.LightningModule):
             if self.critic is not None:
                 self.critic.gradient_checkpointing_enable()
         self.bad_updates_in_a_row = 0  # non-finite updates skipped since the last good one
+        self.rows_only = False  # set when the model's KV cache cannot be shared by a prompt's rows
         self.quiet_notes = 0  # "no sample to learn from" lines printed so far (at most QUIET_NOTES)
         self.step_metrics = torch.nn.ModuleDict(
             {name.replace("/", "__"): RatioMetric() for name in RATIO_METRICS}
@@ -215,11 +217,16 @@ class RLVRModule(L.LightningModule):
         shared by their responses, except with gradient checkpointing (no KV cache in training
         forwards) and under multi-rank FSDP2 (where every rank must run as many forwards)."""
         hp = self.hparams
-        share = hp.share_prompts and not hp.gradient_checkpointing
+        share = hp.share_prompts and not hp.gradient_checkpointing and not self.rows_only
         share = share and not (is_sharded(self.model) and self.trainer.world_size > 1)
-        return response_logprobs(
-            model, batch, chunk_size=hp.logprob_chunk_size, with_entropy=with_entropy, share_prompts=share
-        )
+        kwargs = {"chunk_size": hp.logprob_chunk_size, "with_entropy": with_entropy}
+        if share:
+            try:
+                return response_logprobs(model, batch, share_prompts=True, **kwargs)
+            except UnsupportedCache as err:  # e.g. a recurrent model's cache: whole rows from now on
+                print(f"algo.share_prompts: {err}; every row runs its prompt from now on", file=sys.stderr)
+                self.rows_only = True
+        return response_logprobs(model, batch, **kwargs)
 
     def _clock(self) -> float:
         """Wall time for the perf/* phase timings; waits for queued GPU work first (a few calls

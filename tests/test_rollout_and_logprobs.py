@@ -5,7 +5,7 @@ import torch
 
 from nsr_lightning.data import SyntheticTask
 from nsr_lightning.data.templates import build_prompt
-from nsr_lightning.logprobs import response_logprobs
+from nsr_lightning.logprobs import _spread, response_logprobs
 from nsr_lightning.models import TINY_MODEL, load_policy, load_tokenizer
 from nsr_lightning.objectives import Reinforce
 from nsr_lightning.rollout import HFEngine, SamplingConfig
@@ -90,18 +90,49 @@ def test_one_update_moves_likelihood_the_right_way(world, name, lam_pos, lam_neg
 
 def test_shared_prompt_forward_gives_the_same_gradient(world):
     """Each prompt run once, its cache gathered to its responses: the loss and every parameter's
-    gradient equal the plain per-row forward's (prompts of different lengths, rows shuffled so
-    one prompt's responses are not adjacent)."""
+    gradient equal the plain per-row forward's (prompts of different lengths, a subset of rows as
+    PSR / NSR keep, so prompts have 4, 2 and 1 responses, shuffled so one prompt's are not adjacent).
+    No gather with a repeated index is differentiated: its backward (atomic adds on CPU) would
+    sum in an order that changes from run to run."""
     tok, prompts = world
     model = load_policy(str(TINY_MODEL))
     batch = HFEngine(tok).generate(model, prompts, n=4, sampling=SamplingConfig(max_new_tokens=40), seed=1)
-    batch = batch.select(torch.randperm(len(batch), generator=torch.Generator().manual_seed(0)))
+    keep = torch.tensor([0, 1, 2, 3, 4, 5, 8])  # 4, 2 and 1 responses of the 3 prompts
+    batch = batch.select(keep[torch.randperm(len(keep), generator=torch.Generator().manual_seed(0))])
     weights = torch.linspace(-1, 1, len(batch)).unsqueeze(-1)
     grads = []
     for share in (False, True):
         model.zero_grad()
         logp, ent = response_logprobs(model, batch, share_prompts=share)
-        ((weights * logp).sum() + 0.1 * ent.sum()).backward()
+        loss = (weights * logp).sum() + 0.1 * ent.sum()
+        loss.backward(retain_graph=True)
         grads.append({n: p.grad.clone() for n, p in model.named_parameters()})
     for name, g in grads[0].items():
         torch.testing.assert_close(grads[1][name], g, atol=1e-5, rtol=1e-4, msg=name)
+    gathers = [node for node in _graph(loss.grad_fn) if type(node).__name__ == "IndexBackward0"]
+    assert gathers  # the shared cache is gathered to the rows
+    for node in gathers:
+        (index,) = [i for i in node._saved_indices if i is not None]
+        assert len(torch.unique(index)) == index.numel()
+
+
+def test_spread_by_hand():
+    """Rows of prompts [2, 0, 2, 1, 0, 2]: 3 repeats; each row gets its own slot 3 * prompt + rank."""
+    row_of = torch.tensor([2, 0, 2, 1, 0, 2])
+    repeats, slots = _spread(row_of, 3)
+    assert repeats == 3 and slots.tolist() == [6, 0, 7, 3, 1, 8]
+    x = torch.randn(3, 5)
+    assert torch.equal(x.repeat_interleave(repeats, 0)[slots], x[row_of])
+    with torch.no_grad():
+        assert _spread(row_of, 3)[0] == 1  # nothing to add up without gradients: the plain index
+
+
+def _graph(root) -> list:
+    seen, stack = set(), [root]
+    while stack:
+        node = stack.pop()
+        if node is None or node in seen:
+            continue
+        seen.add(node)
+        stack.extend(nxt for nxt, _ in node.next_functions)
+    return list(seen)
