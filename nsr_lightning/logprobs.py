@@ -23,12 +23,17 @@ def response_logprobs(
     chunk_size: int = 64,
     with_entropy: bool = True,
     share_prompts: bool = False,
+    entropy_grad: bool = True,
 ) -> tuple[Tensor, Tensor | None]:
     """log pi(y_t | x, y_<t) and the entropy of pi(. | x, y_<t) at every response position.
 
     share_prompts: run each distinct prompt once and let all its responses attend to its KV
     cache (`_shared_prompt_logits`), instead of running the prompt again in every row. The same
     values up to float rounding, with or without gradients; two forward calls instead of one.
+
+    entropy_grad: False computes the entropy without gradients (the update needs them only for
+    an entropy bonus); then the autograd graph keeps no (rows x length x vocabulary) tensors for
+    it: with a 152k vocabulary those are most of a micro-batch's memory.
 
     Returns (logprobs (N, R), entropy (N, R) or None), float32, zero where response_mask is 0.
     """
@@ -42,7 +47,8 @@ def response_logprobs(
         targets = batch.response_ids[start : start + chunk_size].unsqueeze(-1)  # (c, R, 1)
         logps.append(logp_all.gather(-1, targets).squeeze(-1))
         if with_entropy:
-            ents.append(-(logp_all.exp() * logp_all).sum(-1))
+            with torch.set_grad_enabled(entropy_grad and torch.is_grad_enabled()):
+                ents.append(-(logp_all.exp() * logp_all).sum(-1))
     mask = batch.response_mask.to(torch.float32)
     logprobs = _widen(torch.cat(logps) * mask, width)
     entropy = _widen(torch.cat(ents) * mask, width) if with_entropy else None

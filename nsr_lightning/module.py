@@ -220,6 +220,7 @@ class RLVRModule(L.LightningModule):
         share = hp.share_prompts and not hp.gradient_checkpointing and not self.rows_only
         share = share and not (is_sharded(self.model) and self.trainer.world_size > 1)
         kwargs = {"chunk_size": hp.logprob_chunk_size, "with_entropy": with_entropy}
+        kwargs["entropy_grad"] = self.objective.entropy_coef > 0  # else the entropy is only logged
         if share:
             try:
                 return response_logprobs(model, batch, share_prompts=True, **kwargs)

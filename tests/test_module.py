@@ -5,7 +5,7 @@ import torch
 
 from nsr_lightning.data import SyntheticTask
 from nsr_lightning.data.templates import build_prompt
-from nsr_lightning.logprobs import response_values
+from nsr_lightning.logprobs import response_logprobs, response_values
 from nsr_lightning.models import TINY_MODEL, load_critic, load_policy, load_tokenizer
 from nsr_lightning.module import RLVRModule
 from nsr_lightning.objectives import DAPO, GRPO, PPO, Reinforce
@@ -54,3 +54,36 @@ def test_critic_values_line_up_with_left_padded_prompts():
             want = critic(torch.cat([p, r]).unsqueeze(0)).logits[0, len(p) - 1 : -1, 0]
             torch.testing.assert_close(values[row, : len(r)], want, atol=1e-4, rtol=1e-4)
             assert torch.all(values[row, len(r) :] == 0)
+
+
+def test_a_cache_that_cannot_gather_rows_falls_back_to_whole_rows(monkeypatch, capsys):
+    """algo.share_prompts with a model whose KV cache cannot repeat / select rows: the module
+    notices once and runs every row's prompt from then on, with the same log-probs."""
+    from transformers.cache_utils import Cache
+
+    module = RLVRModule(model_path=str(TINY_MODEL), objective=Reinforce())
+    batch = small_rollout(module.model)
+    shared, _ = module._logprobs(module.model, batch)
+    monkeypatch.delattr(Cache, "batch_select_indices")
+    rows, _ = module._logprobs(module.model, batch)
+    assert module.rows_only and "every row runs its prompt" in capsys.readouterr().err
+    torch.testing.assert_close(rows, shared, atol=1e-5, rtol=1e-5)
+
+
+@pytest.mark.parametrize("entropy_coef", [0.0, 0.01])
+def test_entropy_has_gradients_only_for_an_entropy_bonus(entropy_coef):
+    """The update's entropy is only logged unless the objective adds a bonus: then no autograd
+    graph (rows x length x vocabulary tensors) is kept for it. The values are the same."""
+    module = RLVRModule(model_path=str(TINY_MODEL), objective=Reinforce(entropy_coef=entropy_coef))
+    batch = small_rollout(module.model)
+    logp, entropy = module._logprobs(module.model, batch)
+    assert logp.requires_grad and entropy.requires_grad == (entropy_coef > 0)
+    _, with_graph = response_logprobs(module.model, batch, share_prompts=True)
+    assert torch.equal(entropy.detach(), with_graph.detach())
+
+
+def small_rollout(model):
+    """2 prompts of the embedded task x 3 responses of at most 20 tokens."""
+    tok = load_tokenizer(str(TINY_MODEL))
+    prompts = [build_prompt(tok, SyntheticTask().train_problem(i).question) for i in range(2)]
+    return HFEngine(tok).generate(model, prompts, n=3, sampling=SamplingConfig(max_new_tokens=20), seed=0)
