@@ -53,7 +53,6 @@ def overrides(a, run_dir: str) -> list[str]:
         f"rollout.sampling.max_new_tokens={a.max_new_tokens}",
         f"algo.lr={a.lr}",
         f"algo.micro_batch_size={a.micro_batch}",
-        "algo.share_prompts=true",  # the fast setting (off by default: bit-reproducible runs)
         f"trainer.max_steps={a.warmup + a.steps}",
         f"trainer.accelerator={'gpu' if a.device.startswith('cuda') else 'cpu'}",
         "trainer.enable_checkpointing=false",
