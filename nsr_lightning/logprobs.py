@@ -13,7 +13,7 @@ import torch
 from torch import Tensor, nn
 
 from nsr_lightning.rollout.batch import RolloutBatch, position_ids
-from nsr_lightning.rollout.decode import UnsupportedCache, keeps_last_logits
+from nsr_lightning.rollout.decode import keeps_last_logits, require_row_ops
 
 
 def response_logprobs(
@@ -33,7 +33,7 @@ def response_logprobs(
 
     entropy_grad: False computes the entropy without gradients (the update needs them only for
     an entropy bonus); then the autograd graph keeps no (rows x length x vocabulary) tensors for
-    it: with a 152k vocabulary those are most of a micro-batch's memory.
+    it: with a 152k vocabulary they are a large part of a micro-batch's memory.
 
     Returns (logprobs (N, R), entropy (N, R) or None), float32, zero where response_mask is 0.
     """
@@ -89,8 +89,7 @@ def _shared_prompt_logits(model: nn.Module, batch: RolloutBatch) -> Tensor:
         **keeps_last_logits(model),
     )
     cache = first.past_key_values
-    if not all(hasattr(cache, name) for name in ("batch_repeat_interleave", "batch_select_indices")):
-        raise UnsupportedCache(f"{type(cache).__name__} cannot gather rows")
+    require_row_ops(cache)
     repeats, slots = _spread(row_of, len(unique))
     if repeats > 1:
         cache.batch_repeat_interleave(repeats)  # (u, ...) -> (u * repeats, ...)

@@ -73,16 +73,7 @@ def main() -> None:
         print(measure(a.mode == "graph", a.chunk, a.repeats), flush=True)
         return
     for mode in ("graph", "nograd"):
-        args = [
-            sys.executable,
-            __file__,
-            "--mode",
-            mode,
-            "--chunk",
-            str(a.chunk),
-            "--repeats",
-            str(a.repeats),
-        ]
+        args = [sys.executable, __file__, f"--mode={mode}", f"--chunk={a.chunk}", f"--repeats={a.repeats}"]
         subprocess.run(args, check=True)
 
 

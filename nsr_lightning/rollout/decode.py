@@ -28,6 +28,13 @@ class UnsupportedCache(NotImplementedError):
     """The model's KV cache cannot repeat or drop batch rows: sample with `generate` instead."""
 
 
+def require_row_ops(cache) -> None:
+    """UnsupportedCache unless `cache` can repeat and select batch rows (what the lean loop and
+    the prompt-shared forward do with it)."""
+    if not all(hasattr(cache, name) for name in ("batch_repeat_interleave", "batch_select_indices")):
+        raise UnsupportedCache(f"{type(cache).__name__} cannot repeat or select batch rows")
+
+
 def filter_logits(logits: Tensor, sampling: SamplingConfig) -> Tensor:
     """(b, V) float logits -> the logits `generate` samples from: temperature, top-k, top-p."""
     logits = logits / sampling.temperature
@@ -93,8 +100,7 @@ def sample_responses(
         **extra,
     )
     cache = out.past_key_values
-    if not all(hasattr(cache, name) for name in ("batch_repeat_interleave", "batch_select_indices")):
-        raise UnsupportedCache(f"{type(cache).__name__} cannot repeat or drop rows")
+    require_row_ops(cache)
     logits = out.logits[:, -1].repeat_interleave(n, dim=0)  # (B * n, V)
     if n > 1:
         cache.batch_repeat_interleave(n)
