@@ -21,12 +21,11 @@ import os
 
 import lightning as L
 import torch
-from nsr_lightning.callbacks.rollout import RolloutCallback, stream_seed
+from nsr_lightning.callbacks.rollout import RolloutCallback
 
 from nsr_lightning.logprobs import response_logprobs
 from nsr_lightning.rollout import SamplingConfig
-
-HELDOUT_SALT = 11  # its own random stream, apart from rollouts and pass@k
+from nsr_lightning.streams import Stream, stream_seed
 
 
 class HeldOutDynamicsCallback(L.Callback):
@@ -77,7 +76,7 @@ class HeldOutDynamicsCallback(L.Callback):
         # sums over this rank: correct greedy answers, problems, entropy x tokens, tokens
         sums = torch.zeros(4, dtype=torch.float64)
         if prompts:
-            step_seed = stream_seed(self.seed, trainer.global_rank, trainer.global_step, salt=HELDOUT_SALT)
+            step_seed = stream_seed(self.seed, Stream.HELDOUT, trainer.global_rank, trainer.global_step)
             greedy = engine.generate(
                 model, prompts, n=1, sampling=SamplingConfig(temperature=0.0, max_new_tokens=max_new), seed=0
             )

@@ -15,14 +15,13 @@ import os
 import lightning as L
 import torch
 from lightning.pytorch.utilities import rank_zero_info
-from nsr_lightning.callbacks.rollout import RolloutCallback, stream_seed
+from nsr_lightning.callbacks.rollout import RolloutCallback
 
 from nsr_lightning.evaluation import sample_and_score
 from nsr_lightning.metrics import pass_at_k_table
 from nsr_lightning.metrics.report import format_table, log_wandb_curve
 from nsr_lightning.rollout import SamplingConfig
-
-EVAL_SALT = 7  # evaluation draws from its own random stream, the same before and after
+from nsr_lightning.streams import Stream, stream_seed
 
 
 class PassAtKCallback(L.Callback):
@@ -111,7 +110,7 @@ class PassAtKCallback(L.Callback):
                 mine,
                 n=self.n,
                 sampling=sampling,
-                seed=stream_seed(self.seed, rank, 0, salt=EVAL_SALT),
+                seed=stream_seed(self.seed, Stream.EVAL, rank),  # the same draws before and after
             )
             correct = torch.tensor(scores) > 0
             local[: len(mine)] = correct.view(len(mine), self.n).sum(-1)

@@ -8,7 +8,8 @@ import lightning as L
 import torch
 from lightning.pytorch.utilities import rank_zero_info
 
-from nsr_lightning.rollout import RolloutBatch, SamplingConfig, cat_batches, stream_seed
+from nsr_lightning.rollout import RolloutBatch, SamplingConfig, cat_batches
+from nsr_lightning.streams import Stream, stream_seed
 
 
 class RolloutCallback(L.Callback):
@@ -76,7 +77,9 @@ class RolloutCallback(L.Callback):
         t0 = time.perf_counter()
         synced = self.sync_if_changed(pl_module)
         times = {"generate": 0.0, "reward": 0.0}
-        rollout = self._rollout(pl_module.model, batch, stream_seed(self.seed, rank, step), times)
+        rollout = self._rollout(
+            pl_module.model, batch, stream_seed(self.seed, Stream.ROLLOUT, rank, step), times
+        )
         objective = getattr(pl_module, "objective", None)
         if objective is not None and objective.dynamic_sampling:
             rollout = self._fill(trainer, pl_module, batch, rollout, times)
@@ -101,9 +104,13 @@ class RolloutCallback(L.Callback):
         n_pass = self._passing_groups(objective, rollout).numel()
         rounds = 1
         while rounds < objective.max_sampling_rounds and self._any_rank(trainer, n_pass < target):
-            seed = stream_seed(self.seed, trainer.global_rank, trainer.global_step, salt=rounds)
-            prompts = self._draw_prompts(trainer, target, seed)
-            part = self._rollout(pl_module.model, prompts, seed, times)
+            rank, step = trainer.global_rank, trainer.global_step
+            prompts = self._draw_prompts(
+                trainer, target, stream_seed(self.seed, Stream.PROMPTS, rank, step, rounds)
+            )
+            part = self._rollout(
+                pl_module.model, prompts, stream_seed(self.seed, Stream.ROLLOUT, rank, step, rounds), times
+            )
             parts.append(part)
             n_pass += self._passing_groups(objective, part).numel()
             rounds += 1

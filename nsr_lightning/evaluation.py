@@ -17,7 +17,6 @@ same results as an uninterrupted one.
 
 from __future__ import annotations
 
-import hashlib
 import json
 import logging
 import os
@@ -29,6 +28,7 @@ from nsr_lightning.metrics import pass_at_k_table
 from nsr_lightning.metrics.report import format_table, plot_pass_at_k
 from nsr_lightning.rewards.extract import extract_boxed
 from nsr_lightning.rollout import SamplingConfig
+from nsr_lightning.streams import Stream, stream_seed
 
 log = logging.getLogger(__name__)
 _ANSWER_CHARS = 200  # extracted answers are stored cut to this length
@@ -47,8 +47,7 @@ def sample_and_score(engine, model, reward, rows: list[dict], *, n: int, samplin
 
 def chunk_seed(seed: int, dataset: str, chunk: int) -> int:
     """Seed of one chunk of problems: a function of (seed, data set, chunk index) only."""
-    digest = hashlib.sha256(f"{seed}|{dataset}|{chunk}".encode()).digest()
-    return int.from_bytes(digest[:8], "big") % (2**63 - 1)
+    return stream_seed(seed, Stream.EVALUATE, step=chunk, index=dataset)
 
 
 def read_results(path: str, n: int) -> dict[str, dict]:

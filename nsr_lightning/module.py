@@ -25,10 +25,9 @@ from nsr_lightning.logprobs import response_logprobs, response_values
 from nsr_lightning.metrics import RatioMetric, group_outcomes
 from nsr_lightning.models import load_critic, load_policy, load_reference
 from nsr_lightning.objectives import Objective, group_stats, is_correct
-from nsr_lightning.rollout import RolloutBatch, stream_seed
+from nsr_lightning.rollout import RolloutBatch
 from nsr_lightning.rollout.decode import UnsupportedCache
-
-GLOBAL_RNG_SALT = 3  # stream_seed salt of the per-step global RNG seed
+from nsr_lightning.streams import Stream, stream_seed
 
 RATIO_METRICS = (
     "rollout/correct_ratio",
@@ -167,7 +166,7 @@ class RLVRModule(L.LightningModule):
         """Every global random stream (torch, Python, NumPy) restarts from (seed, rank, step) at
         each step, so a run resumed at step s draws what an uninterrupted run draws there (the
         rollout engines and mini-batch orders seed their own streams the same way)."""
-        seed = stream_seed(self.hparams.seed, self.global_rank, self.global_step, salt=GLOBAL_RNG_SALT)
+        seed = stream_seed(self.hparams.seed, Stream.GLOBAL, self.global_rank, self.global_step)
         torch.manual_seed(seed)
         random.seed(seed)
         np.random.seed(seed % 2**32)
@@ -329,7 +328,7 @@ class RLVRModule(L.LightningModule):
         prep = self._prepare(batch, advantages, n_updates, mb)
         t0 = self._clock()
         pre_update = prep["old_logprobs"] is None  # then the first forward pass gives rollout/entropy
-        gen = torch.Generator().manual_seed(hp.seed * 1_000_003 + self.global_step)
+        gen = torch.Generator().manual_seed(stream_seed(hp.seed, Stream.MINIBATCH_ORDER, 0, self.global_step))
         grad_norm, done, skipped = None, 0, 0
         for _ in range(hp.ppo_epochs):
             order = torch.randperm(n, generator=gen) if n else torch.zeros(0, dtype=torch.long)

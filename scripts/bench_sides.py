@@ -214,9 +214,9 @@ def run_raw(a) -> dict:
         SamplingConfig,
         pad_stack,
         response_mask_from_ids,
-        stream_seed,
     )
     from nsr_lightning.rollout.decode import sample_responses
+    from nsr_lightning.streams import Stream, stream_seed
 
     tokenizer, datamodule, _ = shared_data(a)
     model = load_policy(a.model_path, a.dtype).to(a.device)
@@ -229,7 +229,7 @@ def run_raw(a) -> dict:
         ids = pad_stack(rows, pad, left=True).to(a.device)  # (B, P)
         attn = pad_stack([torch.ones_like(r) for r in rows], 0, left=True).to(a.device)
         model.eval()
-        seed = stream_seed(a.seed, 0, step)  # our engine's seed: the same samples
+        seed = stream_seed(a.seed, Stream.ROLLOUT, 0, step)  # our engine's seed: the same samples
         t0 = clock(a.device)
         with torch.no_grad():
             torch.manual_seed(seed)

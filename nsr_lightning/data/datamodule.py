@@ -11,6 +11,7 @@ from torch.utils.data import DataLoader, Dataset, DistributedSampler
 from nsr_lightning.data.math_datasets import load_problems
 from nsr_lightning.data.synthetic import Problem, SyntheticTask
 from nsr_lightning.data.templates import build_prompt
+from nsr_lightning.streams import Stream, stream_seed
 
 
 class ProblemDataset(Dataset):
@@ -70,7 +71,7 @@ class StepSampler(DistributedSampler):
     def __iter__(self) -> Iterator[int]:
         step = self.position()
         epoch, first = divmod(step, self.steps_per_epoch)
-        gen = torch.Generator().manual_seed(self.seed * 1_000_003 + epoch)
+        gen = torch.Generator().manual_seed(stream_seed(self.seed, Stream.TRAIN_ORDER, 0, epoch))
         order = torch.randperm(self.size, generator=gen)
         bs, per_step = self.batch_size, self.batch_size * self.world
         for s in range(first, self.steps_per_epoch):

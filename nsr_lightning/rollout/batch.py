@@ -12,11 +12,6 @@ import torch
 from torch import Tensor
 
 
-def stream_seed(seed: int, rank: int, step: int, salt: int = 0) -> int:
-    """A distinct, reproducible seed per (run seed, rank, step, purpose)."""
-    return (seed * 1_000_003 + rank * 7_919 + step * 104_729 + salt * 15_485_863) % (2**63 - 1)
-
-
 def position_ids(attention_mask: Tensor) -> Tensor:
     """Positions of left-padded rows: 0 at each row's first real token (padding gets 0 too)."""
     return (attention_mask.cumsum(-1) - 1).clamp(min=0)
