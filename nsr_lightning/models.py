@@ -95,6 +95,13 @@ def load_critic(path: str, dtype: str = "float32") -> PreTrainedModel:
     return model.train()
 
 
+def load_trained(spec, policy_path: str, dtype: str = "float32") -> PreTrainedModel:
+    """An objective's extra trained model (`objectives.TrainedModel`): kind "value" is a critic."""
+    if spec.kind != "value":
+        raise ValueError(f"unknown kind of trained model {spec.kind!r} (known: value)")
+    return load_critic(spec.path or policy_path, dtype)
+
+
 def load_any_policy(path: str, dtype: str = "float32", base_model: str | None = None):
     """(model, tokenizer source) from a model directory, a hub id or a Lightning checkpoint.
 

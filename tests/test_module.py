@@ -20,7 +20,7 @@ from nsr_lightning.rollout import HFEngine, SamplingConfig
 def test_extra_models_only_when_needed(objective, ref, critic):
     module = RLVRModule(model_path=str(TINY_MODEL), objective=objective)
     assert (module.ref_model is not None) == ref
-    assert (module.critic is not None) == critic
+    assert ("critic" in module.extras) == critic
     if ref:
         assert not any(p.requires_grad for p in module.ref_model.parameters())
         checkpoint = {"state_dict": module.state_dict()}
@@ -33,7 +33,7 @@ def test_extra_models_only_when_needed(objective, ref, critic):
         policy_opt, critic_opt = optimizers
         assert critic_opt.param_groups[0]["lr"] == objective.critic_lr
         assert {id(p) for p in critic_opt.param_groups[0]["params"]} == {
-            id(p) for p in module.critic.parameters()
+            id(p) for p in module.extras["critic"].parameters()
         }
 
 
@@ -63,10 +63,10 @@ def test_a_cache_that_cannot_gather_rows_falls_back_to_whole_rows(monkeypatch, c
 
     module = RLVRModule(model_path=str(TINY_MODEL), objective=Reinforce())
     batch = small_rollout(module.model)
-    shared, _ = module._logprobs(module.model, batch)
+    shared, _ = module.update._logprobs(module.model, batch)
     monkeypatch.delattr(Cache, "batch_select_indices")
-    rows, _ = module._logprobs(module.model, batch)
-    assert module.rows_only and "every row runs its prompt" in capsys.readouterr().err
+    rows, _ = module.update._logprobs(module.model, batch)
+    assert module.update.rows_only and "every row runs its prompt" in capsys.readouterr().err
     torch.testing.assert_close(rows, shared, atol=1e-5, rtol=1e-5)
 
 
@@ -76,7 +76,7 @@ def test_entropy_has_gradients_only_for_an_entropy_bonus(entropy_coef):
     graph (rows x length x vocabulary tensors) is kept for it. The values are the same."""
     module = RLVRModule(model_path=str(TINY_MODEL), objective=Reinforce(entropy_coef=entropy_coef))
     batch = small_rollout(module.model)
-    logp, entropy = module._logprobs(module.model, batch)
+    logp, entropy = module.update._logprobs(module.model, batch)
     assert logp.requires_grad and entropy.requires_grad == (entropy_coef > 0)
     _, with_graph = response_logprobs(module.model, batch, share_prompts=True)
     assert torch.equal(entropy.detach(), with_graph.detach())

@@ -1,6 +1,6 @@
 """Objectives: pure tensor code, one file per family (see objectives/base.py for the interface)."""
 
-from nsr_lightning.objectives.base import Objective, is_correct
+from nsr_lightning.objectives.base import Objective, Prepared, TrainedModel, is_correct
 from nsr_lightning.objectives.dapo import DAPO
 from nsr_lightning.objectives.dr_grpo import DrGRPO
 from nsr_lightning.objectives.functional import (
@@ -25,7 +25,9 @@ __all__ = [
     "PPO",
     "DrGRPO",
     "Objective",
+    "Prepared",
     "Reinforce",
+    "TrainedModel",
     "aggregate",
     "gae",
     "group_stats",

@@ -21,6 +21,7 @@ Pure tensor code: no Lightning, no engine.
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass, field
 
 import torch
 from torch import Tensor
@@ -57,6 +58,34 @@ def typed(name: str, value, kind: type):
     raise ValueError(f"objective.{name} must be {what}; got {value!r}")
 
 
+@dataclass(frozen=True)
+class TrainedModel:
+    """A model an objective trains beside the policy, with its own AdamW (PPO: the critic).
+
+    kind "value": the policy's architecture with a scalar head per token (`response_values`).
+    path None: start from the policy's weights.
+    """
+
+    lr: float
+    path: str | None = None
+    kind: str = "value"
+
+
+@dataclass
+class Prepared:
+    """What the update measured on the kept samples before the policy changes (no gradients).
+
+    rewards (K,), mask (K, T); old_logprobs / ref_logprobs (K, T) or None when not needed;
+    outputs: each extra model's per-token outputs (K, T) by name (`Objective.extra_models`).
+    """
+
+    rewards: Tensor
+    mask: Tensor
+    old_logprobs: Tensor | None = None
+    ref_logprobs: Tensor | None = None
+    outputs: dict[str, Tensor] = field(default_factory=dict)
+
+
 def _check(ok: bool, message: str) -> None:
     if not ok:
         raise ValueError(message)
@@ -69,7 +98,7 @@ class Objective:
     """
 
     name = "base"
-    needs_critic = False  # PPO: a learned value model
+    ratio_metrics: tuple[str, ...] = ()  # step ratios of its own (StepStats), beyond the shared ones
 
     def __init__(
         self,
@@ -187,6 +216,29 @@ class Objective:
     def advantages(self, rewards: Tensor, group_ids: Tensor) -> Tensor:
         """Per-sequence advantage (N,), computed on the whole batch (groups intact)."""
         return self.raw_advantages(rewards, group_ids).float() * self.sign_weights(rewards)
+
+    def extra_models(self) -> dict[str, TrainedModel]:
+        """Models this objective trains beside the policy, by name; none by default."""
+        return {}
+
+    def step_advantages(
+        self, rewards: Tensor, group_ids: Tensor, kept: Tensor, prep: Prepared
+    ) -> tuple[Tensor, dict[str, Tensor], dict]:
+        """The update's entry point: advantages of the kept samples `kept` (K,) of a batch with
+        `rewards` and `group_ids` (N,), after the no-grad pass `prep` over those samples.
+
+        Returns (advantages (K,) or (K, T), per-sample tensors the extra loss needs, statistics:
+        name -> value, or name -> (numerator, denominator) for a ratio). By default the
+        per-sequence `advantages`, computed on whole groups, then the kept rows."""
+        return self.advantages(rewards, group_ids)[kept.to(rewards.device)], {}, {}
+
+    def extra_loss(
+        self, outputs: dict[str, Tensor], rows: dict[str, Tensor], mask: Tensor
+    ) -> tuple[Tensor | None, dict]:
+        """The loss of the extra models on one micro-batch: `outputs` are their per-token outputs
+        with gradients, `rows` the micro-batch's rows of what `step_advantages` returned and of
+        the extra models' old outputs (`old_<name>`). None: no extra model."""
+        return None, {}
 
     def config(self) -> dict:
         """The knobs of this objective, for logs (so a chosen lambda is always visible)."""

@@ -17,7 +17,7 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
-from nsr_lightning.objectives.base import Objective, typed
+from nsr_lightning.objectives.base import Objective, Prepared, TrainedModel, typed
 from nsr_lightning.objectives.functional import (
     KL_ESTIMATORS,
     aggregate,
@@ -51,7 +51,7 @@ def gae(
 
 class PPO(Objective):
     name = "ppo"
-    needs_critic = True
+    ratio_metrics = ("train/value_clip_fraction", "loss/value")
 
     def __init__(
         self,
@@ -107,9 +107,34 @@ class PPO(Objective):
     def needs_reference(self) -> bool:
         return self.kl_coef > 0 or self.kl_penalty_coef > 0
 
+    def extra_models(self) -> dict[str, TrainedModel]:
+        return {"critic": TrainedModel(lr=self.critic_lr, path=self.critic_model_path)}
+
     def advantages(self, rewards: Tensor, group_ids: Tensor) -> Tensor:
-        """PPO's sequence-level signal is the reward itself; see `token_advantages`."""
-        return rewards.float()
+        raise TypeError("PPO's advantages are per token, from its critic: see step_advantages")
+
+    def step_advantages(
+        self, rewards: Tensor, group_ids: Tensor, kept: Tensor, prep: Prepared
+    ) -> tuple[Tensor, dict[str, Tensor], dict]:
+        """GAE from the critic's old values on the kept samples (PPO keeps all)."""
+        adv, returns, stats = self.token_advantages(
+            prep.rewards, prep.mask, prep.outputs["critic"], prep.old_logprobs, prep.ref_logprobs
+        )
+        out = {"train/explained_variance": stats["explained_variance"]}
+        if "kl_ref_sum" in stats:
+            out["train/approx_kl_ref"] = (stats["kl_ref_sum"], prep.mask.sum())
+        return adv, {"returns": returns}, out
+
+    def extra_loss(
+        self, outputs: dict[str, Tensor], rows: dict[str, Tensor], mask: Tensor
+    ) -> tuple[Tensor | None, dict]:
+        """The clipped value loss; the critic has its own parameters and optimizer."""
+        loss, stats = self.value_loss(outputs["critic"], rows["old_critic"], rows["returns"], mask)
+        tokens = mask.sum()
+        return loss, {
+            "loss/value": (stats["value_loss"] * tokens, tokens),
+            "train/value_clip_fraction": (stats["value_clipped_tokens"], tokens),
+        }
 
     def token_advantages(
         self,

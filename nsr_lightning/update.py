@@ -1,0 +1,310 @@
+"""The RL update of one step, without a Trainer: a scored rollout batch in, `StepStats` out.
+
+    keep (the objective's samples) -> no-grad pass (old / reference log-probs, extra models'
+    outputs) -> advantages (`Objective.step_advantages`) -> ppo_epochs x mini-batches, one
+    optimizer update each, of micro-batches (gradient accumulation) -> step statistics
+
+One update per mini-batch of `mini_batch_size` kept samples, `ppo_epochs` passes (PPO,
+Schulman et al. 2017; the paper: 4 updates per step). A non-finite loss or gradient norm skips
+that update on every rank. Every rank runs as many chunks, micro-batches and updates (a rank
+with fewer backs zero losses), so data-parallel ranks and FSDP2's collectives stay in step.
+The Lightning wiring (logging, optimizers, checkpoints) is `module.py`'s.
+"""
+
+from __future__ import annotations
+
+import math
+import sys
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import torch
+from torch import Tensor, nn
+
+from nsr_lightning.errors import RunStopped
+from nsr_lightning.fsdp import to_local_scalar
+from nsr_lightning.metrics import group_outcomes
+from nsr_lightning.objectives import Objective, Prepared, group_stats, is_correct
+from nsr_lightning.rollout import RolloutBatch
+from nsr_lightning.step_stats import StepStats
+from nsr_lightning.streams import Stream, stream_seed
+from nsr_lightning.update_passes import Passes, Ranks, clock
+
+__all__ = ["Ranks", "Update", "UpdateSettings"]
+
+
+@dataclass(frozen=True)
+class UpdateSettings:
+    """The update's knobs (config: `algo.*`; meanings in configs/fit.yaml)."""
+
+    mini_batch_size: int = 0
+    micro_batch_size: int = 0
+    ppo_epochs: int = 1
+    max_grad_norm: float = 1.0
+    logprob_chunk_size: int = 64
+    share_prompts: bool = True
+    gradient_checkpointing: bool = False
+    entropy_of_all_responses: bool = True
+    logprob_check_rows: int = 16
+    max_bad_updates_in_a_row: int = 3
+    seed: int = 0
+
+
+def _raw(optimizer):
+    """The torch optimizer inside a LightningOptimizer (the optimizer itself otherwise)."""
+    return getattr(optimizer, "optimizer", optimizer)
+
+
+class Update(Passes):
+    LOGPROB_ALARM = 0.1  # rollout/logprob_diff_mean above this warns (healthy: ~1e-5 fp32, ~1e-2 bf16)
+    QUIET_NOTES = 10  # "no sample to learn from" lines printed at most; later ones only counted
+
+    def __init__(
+        self,
+        model: nn.Module,
+        objective: Objective,
+        settings: UpdateSettings | None = None,
+        *,
+        ref_model: nn.Module | None = None,
+        extras: dict[str, nn.Module] | None = None,
+        backward: Callable[[Tensor], None] | None = None,
+    ) -> None:
+        """extras: the objective's extra trained models by name (`Objective.extra_models`);
+        backward: how a loss is back-propagated (Lightning's `manual_backward`; default plain)."""
+        super().__init__(model, objective, settings or UpdateSettings(), ref_model, dict(extras or {}))
+        self.backward = backward or (lambda loss: loss.backward())
+        self.policy_version = 0  # bumped by every optimizer step (the engine re-syncs on a change)
+        self.bad_updates_in_a_row = 0  # non-finite updates skipped since the last good one
+        self.quiet_notes = 0
+
+    def run(self, rollout: RolloutBatch, optimizers: list, *, step: int = 0, ranks: Ranks | None = None):
+        """One RL step on `rollout` (scored, on the models' device). `optimizers`: the policy's,
+        then one per extra model in `extras` order; the policy's last update of the step calls
+        `optimizers[0].step()` (Lightning counts steps there), the others the raw optimizer."""
+        self.stats, self.step, self.ranks = StepStats(), step, ranks or Ranks()
+        t0 = clock(self.device)
+        rewards, group_ids = rollout.rewards, rollout.group_ids
+        correct = is_correct(rewards)
+        n_groups, solved, unsolved = group_outcomes(correct, group_ids)
+        _, std, _, _ = group_stats(rewards, group_ids)
+        add = self.stats.add
+        add("rollout/correct_ratio", correct.sum(), len(correct))
+        add("rollout/fully_solved_ratio", solved, n_groups)
+        add("rollout/fully_unsolved_ratio", unsolved, n_groups)
+        # share of prompts whose responses all got the same reward (no GRPO signal)
+        add("rollout/zero_variance_group_ratio", torch.unique(group_ids[std == 0]).numel(), n_groups)
+        add("rollout/response_length", rollout.response_lengths.sum(), len(correct))
+        add("rollout/truncated_ratio", rollout.truncated.sum(), len(correct))
+        self._sampler_mismatch(rollout)
+
+        keep = self.objective.keep(rewards, group_ids)
+        kept = keep.nonzero().squeeze(-1)
+        add("train/samples_kept_ratio", len(kept), len(correct))
+        if self.settings.entropy_of_all_responses:  # dropped responses still count in rollout/entropy
+            t = clock(self.device)
+            self._entropy_only(rollout.select((~keep).nonzero().squeeze(-1)))
+            self.stats.set("perf/entropy_s", clock(self.device) - t)
+        n_updates, skipped, grad_norm = self._updates(rollout, kept, optimizers)
+        self._note_nothing_kept(len(kept), len(correct), n_updates)
+        self.stats.set("train/updates", n_updates)
+        self.stats.set("train/skipped_updates", skipped)
+        self.stats.set("train/samples_kept", len(kept))
+        if grad_norm is not None:
+            self.stats.set("train/grad_norm", grad_norm)
+        self.stats.set("perf/train_s", clock(self.device) - t0)
+        return self.stats
+
+    # ---- the updates ----------------------------------------------------------------------------
+    def _updates(
+        self, rollout: RolloutBatch, kept: Tensor, optimizers: list
+    ) -> tuple[int, int, Tensor | None]:
+        """PPO epochs x mini-batches of updates on the kept rows; returns (updates run, updates
+        skipped as non-finite, last finite gradient norm)."""
+        hp, batch = self.settings, rollout.select(kept)
+        n = len(batch)
+        mb = hp.mini_batch_size or max(n, 1)
+        n_mb = self.ranks.max(math.ceil(n / mb))
+        n_updates = hp.ppo_epochs * n_mb
+        if n_updates == 0:  # nothing to learn from on any rank: advance the step, touch nothing
+            optimizers[0].zero_grad(set_to_none=True)
+            optimizers[0].step()
+            return 0, 0, None
+        prep = self._prepare(batch, n_updates > 1 or self.objective.needs_old_logprobs, mb)
+        rows = self._rows(rollout, kept, prep)
+        t0 = clock(self.device)
+        pre_update = prep.old_logprobs is None  # then the first forward pass gives rollout/entropy
+        gen = torch.Generator().manual_seed(stream_seed(hp.seed, Stream.MINIBATCH_ORDER, 0, self.step))
+        grad_norm, done, skipped = None, 0, 0
+        for _ in range(hp.ppo_epochs):
+            order = torch.randperm(n, generator=gen) if n else torch.zeros(0, dtype=torch.long)
+            for i in range(n_mb):
+                idx = order[i * mb : (i + 1) * mb]
+                loss = self._accumulate(batch, rows, idx, pre_update=pre_update and n_updates == 1)
+                norms = {"grad_norm": self._clip(self.model)}
+                norms.update({f"{name}_grad_norm": self._clip(m) for name, m in self.extras.items()})
+                done += 1
+                if self._skip_if_not_finite(loss, norms):
+                    skipped += 1
+                    for opt in optimizers:
+                        opt.zero_grad(set_to_none=True)
+                    if done == n_updates:  # no gradients: the optimizer changes nothing, the step counts
+                        optimizers[0].step()
+                    continue
+                grad_norm = norms.pop("grad_norm")
+                for (name, norm), opt in zip(norms.items(), optimizers[1:], strict=True):
+                    self.stats.set(f"train/{name}", norm)
+                    _raw(opt).step()
+                # Only the last policy update goes through the trainer, so its step counts RL steps.
+                (optimizers[0].step() if done == n_updates else _raw(optimizers[0]).step())
+                self.policy_version += 1
+                for opt in optimizers:
+                    opt.zero_grad(set_to_none=True)
+        self.stats.set("perf/update_s", clock(self.device) - t0)  # forward + backward + optimizer
+        return n_updates, skipped, grad_norm
+
+    def _rows(self, rollout: RolloutBatch, kept: Tensor, prep: Prepared) -> dict[str, Tensor]:
+        """Per-kept-sample tensors the mini-batches pick from: advantages, old / reference
+        log-probs, the extra models' old outputs (`old_<name>`) and the objective's extras."""
+        rows = {"old_logprobs": prep.old_logprobs, "ref_logprobs": prep.ref_logprobs}
+        rows.update({f"old_{name}": v for name, v in prep.outputs.items()})
+        if len(kept):
+            adv, extra, stats = self.objective.step_advantages(rollout.rewards, rollout.group_ids, kept, prep)
+            rows.update(extra)
+            for name, value in stats.items():
+                (self.stats.add(name, *value) if isinstance(value, tuple) else self.stats.set(name, value))
+        else:
+            adv = torch.zeros(0, device=rollout.rewards.device)
+        return {"advantages": adv, **{k: v for k, v in rows.items() if v is not None}}
+
+    def _clip(self, model: nn.Module) -> Tensor:
+        norm = torch.nn.utils.clip_grad_norm_(model.parameters(), self.settings.max_grad_norm)
+        return to_local_scalar(norm)  # a DTensor under FSDP2
+
+    def _accumulate(self, batch: RolloutBatch, rows: dict, idx: Tensor, pre_update: bool) -> Tensor:
+        """Backward of one mini-batch's loss, in micro-batches of `micro_batch_size` rows
+        (gradient accumulation: the memory of one micro-batch, the gradient of the mini-batch).
+        Each micro-batch's loss is weighted by its share of the mini-batch, as the aggregation
+        mode counts it, so the summed gradient equals the whole mini-batch's."""
+        micro = self.settings.micro_batch_size
+        count = self.ranks.max(math.ceil(len(idx) / micro)) if micro else 1
+        size = micro or len(idx)
+        if micro:  # rows of similar length together: each micro-batch's forward drops its own padding
+            lengths = batch.attention_mask.sum(1)[idx.to(batch.response_mask.device)].cpu()
+            idx = idx[torch.argsort(lengths, stable=True)]
+        full_mask = batch.response_mask[idx.to(batch.response_mask.device)]
+        total = torch.zeros((), device=self.device)
+        for j in range(max(count, 1)):
+            part = slice(j * size, (j + 1) * size)
+            share = self.objective.batch_share(full_mask[part], full_mask) if micro else 1.0
+            loss = self._minibatch_loss(batch, rows, idx[part], pre_update) * share
+            self.backward(loss)
+            total = total + loss.detach()
+        return total  # the mini-batch's loss, for the non-finite check
+
+    def _minibatch_loss(self, batch: RolloutBatch, rows: dict, idx: Tensor, pre_update: bool) -> Tensor:
+        if len(idx) == 0:
+            return self._zero_loss()
+        mini = batch.select(idx)
+        pick = {k: v[idx.to(v.device)] for k, v in rows.items()}
+        logprobs, entropy = self._logprobs(self.model, mini)  # entropy: logged, and the bonus if any
+        old = pick.get("old_logprobs", logprobs.detach())
+        mask = mini.response_mask
+        loss, s = self.objective.loss(
+            logprobs, old, pick["advantages"], mask, entropy=entropy, ref_logprobs=pick.get("ref_logprobs")
+        )
+        tokens, add = s["tokens"], self.stats.add
+        add("train/entropy", entropy.detach().sum(), tokens)
+        if pre_update:
+            add("rollout/entropy", entropy.detach().sum(), tokens)
+        add("train/clip_fraction", s["clipped_tokens"], tokens)
+        add("train/clip_fraction_low", s["clipped_low_tokens"], tokens)
+        add("train/clip_fraction_high", s["clipped_high_tokens"], tokens)
+        add("train/approx_kl_old", s["approx_kl_sum"], tokens)
+        add("loss/policy", s["pg_loss"] * tokens, tokens)
+        if "kl_ref_sum" in s:
+            add("train/approx_kl_ref", s["kl_ref_sum"], tokens)
+            add("loss/kl", s["kl_loss"] * tokens, tokens)
+        if self.extras:
+            outputs = {name: self._outputs(m, mini) for name, m in self.extras.items()}
+            extra_loss, extra_stats = self.objective.extra_loss(outputs, pick, mask)
+            for name, (num, den) in extra_stats.items():
+                add(name, num, den)
+            loss = loss + extra_loss  # the extra models' own parameters and optimizers: no weight
+        add("loss/total", loss.detach() * tokens, tokens)
+        return loss
+
+    def _skip_if_not_finite(self, loss: Tensor, norms: dict[str, Tensor]) -> bool:
+        """Whether this update must be skipped: a non-finite loss or gradient norm on any rank
+        (the flag is reduced over ranks, so every rank skips together and they stay in step).
+        After `max_bad_updates_in_a_row` skips in a row the run stops with RunStopped."""
+        values = {"loss": loss, **norms}
+        values = {k: v.detach().float().reshape(()).to(loss.device) for k, v in values.items()}
+        bad = self.ranks.max(int(not torch.isfinite(torch.stack(list(values.values()))).all()))
+        if not bad:
+            self.bad_updates_in_a_row = 0
+            return False
+        self.bad_updates_in_a_row += 1
+        limit = self.settings.max_bad_updates_in_a_row
+        shown = ", ".join(f"{name}={v.item():.4g}" for name, v in values.items())
+        if self.ranks.rank == 0:
+            print(
+                f"WARNING step {self.step}: non-finite update skipped on rank 0 or another rank "
+                f"(this rank: {shown}); {self.bad_updates_in_a_row} in a row of at most {limit} "
+                "(algo.max_bad_updates_in_a_row)",
+                file=sys.stderr,
+                flush=True,
+            )
+        if self.bad_updates_in_a_row >= limit:
+            raise RunStopped(
+                f"step {self.step}: {self.bad_updates_in_a_row} updates in a row had a non-finite loss "
+                f"or gradient norm (algo.max_bad_updates_in_a_row={limit}); the run stops. Lower algo.lr or "
+                "check the reward and data; the last checkpoint holds the weights from before these updates"
+            )
+        return True
+
+    def _note_nothing_kept(self, kept: int, total: int, n_updates: int) -> None:
+        """A log line when this rank has no sample to learn from (PSR with no correct answer, NSR
+        with no wrong one); at most QUIET_NOTES of them, later ones only in train/samples_kept."""
+        if kept or self.quiet_notes >= self.QUIET_NOTES:
+            return
+        self.quiet_notes += 1
+        if n_updates == 0:
+            what = "no update this step" + ("" if self.ranks.world_size == 1 else " on any rank")
+        else:
+            what = f"this rank joins the other ranks' {n_updates} updates with a zero loss"
+        more = (
+            "; further ones are only counted (train/samples_kept)"
+            if self.quiet_notes == self.QUIET_NOTES
+            else ""
+        )
+        print(
+            f"step {self.step} rank {self.ranks.rank}: objective {self.objective.name} keeps 0 of "
+            f"{total} samples (nothing to learn from); {what}{more}",
+            file=sys.stderr,
+            flush=True,
+        )
+
+    @torch.no_grad()
+    def _sampler_mismatch(self, rollout: RolloutBatch) -> None:
+        """|sampler logprob - trainer logprob| on the same response tokens, before any update: a
+        cheap, loud alarm for a broken weight sync, on `logprob_check_rows` rows (0 = off) when
+        the engine returns its logprobs. rollout/logprob_diff_mean (mean over tokens, averaged
+        over ranks) and _max (max over ranks). Healthy: about 1e-5 in float32, 1e-2 in bf16."""
+        rows = self.settings.logprob_check_rows
+        if rollout.sampler_logprobs is None or rows <= 0:
+            return
+        check = rollout.select(torch.arange(min(rows, len(rollout))))
+        trainer_lp, _ = self._logprobs(self.model, check, with_entropy=False)
+        diff = (check.sampler_logprobs.to(trainer_lp) - trainer_lp).abs()[check.response_mask.bool()]
+        zero = torch.zeros((), device=self.device)
+        mean, peak = (diff.mean(), diff.max()) if diff.numel() else (zero, zero)
+        self.stats.set("rollout/logprob_diff_mean", mean, reduce="mean")
+        self.stats.set("rollout/logprob_diff_max", peak, reduce="max")
+        if mean.item() > self.LOGPROB_ALARM:
+            print(
+                f"WARNING step {self.step} rank {self.ranks.rank}: sampler and trainer logprobs differ by "
+                f"{mean.item():.3f} on average (> {self.LOGPROB_ALARM}): is the engine's weight sync broken "
+                "(stale or partial weights)?",
+                file=sys.stderr,
+                flush=True,
+            )
