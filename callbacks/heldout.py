@@ -16,12 +16,11 @@ sharded over data-parallel ranks and the sums reduced.
 
 from __future__ import annotations
 
-import json
 import os
 
 import lightning as L
 import torch
-from nsr_lightning.callbacks.rollout import RolloutCallback
+from nsr_lightning.callbacks.common import rollout_callback, write_json
 
 from nsr_lightning.logprobs import response_logprobs
 from nsr_lightning.rollout import SamplingConfig
@@ -58,15 +57,9 @@ class HeldOutDynamicsCallback(L.Callback):
         if self.every_n_steps and trainer.global_step % self.every_n_steps == 0:
             self.measure(trainer, pl_module)
 
-    def _rollout(self, trainer: L.Trainer) -> RolloutCallback:
-        for cb in trainer.callbacks:
-            if isinstance(cb, RolloutCallback):
-                return cb
-        raise RuntimeError("HeldOutDynamicsCallback needs the RolloutCallback (its engine and reward)")
-
     @torch.no_grad()
     def measure(self, trainer: L.Trainer, pl_module: L.LightningModule) -> dict:
-        rollout = self._rollout(trainer)
+        rollout = rollout_callback(trainer, "HeldOutDynamicsCallback")
         rollout.sync_if_changed(pl_module)
         max_new = self.max_new_tokens or rollout.sampling.max_new_tokens
         rows = next(iter(trainer.datamodule.heldout().values()), [])[: self.num_problems]  # first set
@@ -113,6 +106,4 @@ class HeldOutDynamicsCallback(L.Callback):
         metrics = {f"heldout/{k}": v for k, v in record.items() if k != "step"}
         for logger in trainer.loggers:
             logger.log_metrics(metrics, step=trainer.global_step)
-        os.makedirs(log_dir, exist_ok=True)
-        with open(os.path.join(log_dir, "heldout.json"), "w") as f:
-            json.dump(self.history, f, indent=1)
+        write_json(os.path.join(log_dir, "heldout.json"), self.history)

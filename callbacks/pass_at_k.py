@@ -8,13 +8,13 @@ curve); written to `<log dir>/pass_at_k.json`; printed as a before / after table
 
 from __future__ import annotations
 
-import json
 import math
 import os
 
 import lightning as L
 import torch
 from lightning.pytorch.utilities import rank_zero_info
+from nsr_lightning.callbacks.common import rollout_callback, write_json
 from nsr_lightning.callbacks.rollout import RolloutCallback
 
 from nsr_lightning.evaluation import sample_and_score
@@ -70,16 +70,10 @@ class PassAtKCallback(L.Callback):
             rank_zero_info(format_table(self.history))
 
     # ---- evaluation -------------------------------------------------------------------------
-    def _rollout(self, trainer: L.Trainer) -> RolloutCallback:
-        for cb in trainer.callbacks:
-            if isinstance(cb, RolloutCallback):
-                return cb
-        raise RuntimeError("PassAtKCallback needs the RolloutCallback (its engine and reward)")
-
     def evaluate(
         self, trainer: L.Trainer, pl_module: L.LightningModule, tag: str
     ) -> dict[str, dict[int, float]]:
-        rollout = self._rollout(trainer)
+        rollout = rollout_callback(trainer, "PassAtKCallback")
         sampling = SamplingConfig(
             **self.sampling_args, max_new_tokens=self.max_new_tokens or rollout.sampling.max_new_tokens
         )
@@ -129,6 +123,4 @@ class PassAtKCallback(L.Callback):
             logger.log_metrics(metrics, step=trainer.global_step)
             if type(logger).__name__ == "WandbLogger":
                 log_wandb_curve(logger, results, trainer.global_step)
-        os.makedirs(log_dir, exist_ok=True)
-        with open(os.path.join(log_dir, "pass_at_k.json"), "w") as f:
-            json.dump(self.history, f, indent=1)
+        write_json(os.path.join(log_dir, "pass_at_k.json"), self.history)

@@ -19,7 +19,9 @@ import contextlib
 import os
 import re
 import warnings
+from collections.abc import Callable
 from pathlib import Path
+from typing import BinaryIO
 
 import torch
 from lightning.pytorch.callbacks import ModelCheckpoint
@@ -32,12 +34,18 @@ _STEP = re.compile(r"step=(\d+)")
 
 def atomic_torch_save(obj, path: str | os.PathLike) -> None:
     """torch.save(obj, path) through a temporary file, fsync and os.replace."""
+    atomic_write(path, lambda f: torch.save(obj, f))
+
+
+def atomic_write(path: str | os.PathLike, write: Callable[[BinaryIO], object]) -> None:
+    """`write(f)` into a temporary file beside `path` (opened "wb"), fsync, os.replace over
+    `path`, fsync the folder: `path` is the old file or the new one, never part of one."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.parent / f".{path.name}.tmp-{os.getpid()}"
     try:
         with open(tmp, "wb") as f:
-            torch.save(obj, f)
+            write(f)
             f.flush()
             os.fsync(f.fileno())
         os.replace(tmp, path)

@@ -2,9 +2,11 @@
 
 import json
 import math
+from types import SimpleNamespace
 
 import pytest
 import torch
+from nsr_lightning.callbacks.common import rollout_callback, write_json
 
 from nsr_lightning.cli import main
 from nsr_lightning.data import build_prompt
@@ -54,3 +56,20 @@ def test_off_by_default_and_on_every_n_steps(fast_overrides, tmp_path):
 def test_bad_value_is_one_clear_error(fast_overrides, capsys):
     assert main(["fit", *fast_overrides, "callbacks.heldout.every_n_steps=-1"]) == 2
     assert "callbacks.heldout.every_n_steps must be >= 0" in capsys.readouterr().err
+
+
+def test_json_writes_are_whole_or_absent(tmp_path):
+    """The evaluation callbacks' JSON writer: a failed write leaves the previous file as it was."""
+    path = tmp_path / "logs" / "heldout.json"
+    write_json(path, [{"step": 0, "entropy": 0.5}])
+    assert json.loads(path.read_text()) == [{"step": 0, "entropy": 0.5}]
+    with pytest.raises(TypeError):
+        write_json(path, [{"step": 1, "entropy": object()}])  # fails mid-way: not JSON
+    assert json.loads(path.read_text()) == [{"step": 0, "entropy": 0.5}]
+    assert [p.name for p in path.parent.iterdir()] == ["heldout.json"]  # no temporary file left
+
+
+def test_evaluation_callbacks_need_the_rollout_callback():
+    trainer = SimpleNamespace(callbacks=[])
+    with pytest.raises(RuntimeError, match="PassAtKCallback needs the RolloutCallback"):
+        rollout_callback(trainer, "PassAtKCallback")

@@ -115,7 +115,36 @@ def collate(rows: list[dict]) -> dict:
     return {key: [row[key] for row in rows] for key in rows[0]}
 
 
-class SyntheticDataModule(L.LightningDataModule):
+class ProblemDataModule(L.LightningDataModule):
+    """What the data modules share: prompts from one template, training batches in StepSampler's
+    order, held-out problems encoded like training rows. A subclass provides `train_dataset()`
+    and `heldout_problem_sets()`."""
+
+    def __init__(self, tokenizer, *, batch_size: int, template: str, seed: int, num_workers: int) -> None:
+        super().__init__()
+        self.tokenizer, self.batch_size, self.template = tokenizer, batch_size, template
+        self.num_workers, self.seed = num_workers, seed
+        build_prompt(tokenizer, "1+1", template)  # fail now, not mid-run, on a bad template
+
+    def train_dataset(self) -> Dataset:
+        raise NotImplementedError
+
+    def heldout_problem_sets(self) -> dict[str, list[Problem]]:
+        """Held-out problems per data set name."""
+        raise NotImplementedError
+
+    def train_dataloader(self) -> DataLoader:
+        return train_loader(self.train_dataset(), self.batch_size, self.num_workers, self.trainer, self.seed)
+
+    def heldout(self) -> dict[str, list[dict]]:
+        """Held-out problems per data set name, encoded like training rows."""
+        return {
+            name: [encode(p, self.tokenizer, self.template) for p in problems]
+            for name, problems in self.heldout_problem_sets().items()
+        }
+
+
+class SyntheticDataModule(ProblemDataModule):
     """The embedded signed-sum task (nsr_lightning.data.synthetic) with a held-out split."""
 
     def __init__(
@@ -132,30 +161,26 @@ class SyntheticDataModule(L.LightningDataModule):
         seed: int = 0,
         num_workers: int = 0,
     ) -> None:
-        super().__init__()
         if batch_size < 1:
             raise ValueError(f"data.batch_size must be >= 1; got {batch_size}")
         if num_heldout_problems < 0:
             raise ValueError(f"data.num_heldout_problems must be >= 0; got {num_heldout_problems}")
         if num_train_problems < batch_size:
             raise ValueError(f"data.num_train_problems must be >= data.batch_size; got {num_train_problems}")
-        self.tokenizer = tokenizer
-        self.batch_size = batch_size
+        # the task checks its arguments before the base checks the template
+        task = SyntheticTask(min_terms=min_terms, max_terms=max_terms, max_value=max_value, seed=seed)
+        super().__init__(
+            tokenizer, batch_size=batch_size, template=template, seed=seed, num_workers=num_workers
+        )
         self.num_train_problems = num_train_problems
         self.num_heldout_problems = num_heldout_problems
-        self.template = template
-        self.num_workers, self.seed = num_workers, seed
-        self.task = SyntheticTask(min_terms=min_terms, max_terms=max_terms, max_value=max_value, seed=seed)
-        build_prompt(tokenizer, "1+1", template)  # fail now, not mid-run, on a bad template
+        self.task = task
 
-    def train_dataloader(self) -> DataLoader:
-        ds = ProblemDataset(self.task, self.num_train_problems, self.tokenizer, self.template)
-        return train_loader(ds, self.batch_size, self.num_workers, self.trainer, self.seed)
+    def train_dataset(self) -> Dataset:
+        return ProblemDataset(self.task, self.num_train_problems, self.tokenizer, self.template)
 
-    def heldout(self) -> dict[str, list[dict]]:
-        """Held-out problems per data set name, encoded like training rows."""
-        problems = self.task.heldout_problems(self.num_heldout_problems)
-        return {"synthetic": [encode(p, self.tokenizer, self.template) for p in problems]}
+    def heldout_problem_sets(self) -> dict[str, list[Problem]]:
+        return {"synthetic": self.task.heldout_problems(self.num_heldout_problems)}
 
 
 class ListDataset(Dataset):
@@ -171,7 +196,7 @@ class ListDataset(Dataset):
         return encode(self.problems[index], self.tokenizer, self.template)
 
 
-class MathDataModule(L.LightningDataModule):
+class MathDataModule(ProblemDataModule):
     """Named math data sets (nsr_lightning.data.math_datasets): one to train on, others held out.
 
     ``paths`` / ``fields`` map a set's name to a local file / a column mapping; a set without a
@@ -192,13 +217,12 @@ class MathDataModule(L.LightningDataModule):
         seed: int = 0,
         num_workers: int = 0,
     ) -> None:
-        super().__init__()
         if batch_size < 1:
             raise ValueError(f"data.batch_size must be >= 1; got {batch_size}")
-        self.tokenizer, self.batch_size, self.template = tokenizer, batch_size, template
-        self.num_workers, self.seed = num_workers, seed
+        super().__init__(
+            tokenizer, batch_size=batch_size, template=template, seed=seed, num_workers=num_workers
+        )
         paths, fields = dict(paths or {}), dict(fields or {})
-        build_prompt(tokenizer, "1+1", template)  # fail now, not mid-run, on a bad template
 
         def load(name: str, limit: int | None = None) -> list[Problem]:
             return load_problems(name, path=paths.get(name), fields=fields.get(name), limit=limit, seed=seed)
@@ -210,13 +234,8 @@ class MathDataModule(L.LightningDataModule):
             )
         self.heldout_problems = {name: load(name, max_heldout_problems) for name in heldout}
 
-    def train_dataloader(self) -> DataLoader:
-        ds = ListDataset(self.train_problems, self.tokenizer, self.template)
-        return train_loader(ds, self.batch_size, self.num_workers, self.trainer, self.seed)
+    def train_dataset(self) -> Dataset:
+        return ListDataset(self.train_problems, self.tokenizer, self.template)
 
-    def heldout(self) -> dict[str, list[dict]]:
-        """Held-out problems per data set name, encoded like training rows."""
-        return {
-            name: [encode(p, self.tokenizer, self.template) for p in problems]
-            for name, problems in self.heldout_problems.items()
-        }
+    def heldout_problem_sets(self) -> dict[str, list[Problem]]:
+        return self.heldout_problems

@@ -126,6 +126,53 @@ def pad_stack(rows: list[Tensor], pad: int, left: bool) -> Tensor:
     return torch.cat(padded, dim=0)
 
 
+def build_batch(
+    tokenizer,
+    prompts: list[list[int]],
+    responses: list[Tensor],
+    n: int,
+    *,
+    eos_ids: list[int],
+    pad_id: int,
+    lengths: list[int] | None = None,
+    sampler_logprobs: list[Tensor] | None = None,
+) -> RolloutBatch:
+    """The RolloutBatch of an engine's samples: n responses per prompt, in prompt order.
+
+    `responses`: the sampled ids, 1-D rows or 2-D blocks of rows of any width. A response counts
+    up to and including its first token in `eos_ids`; with `lengths`, only its first
+    `lengths[row]` tokens count at most (for an engine whose rows end where its samples end).
+    Every other position holds `pad_id`. `sampler_logprobs`: the engine's logprob of each
+    sampled token, rows like `responses`, zeroed outside the mask. Texts: the counted tokens,
+    decoded without special tokens.
+    """
+    prompt_rows = [torch.tensor(p, dtype=torch.long) for p in prompts for _ in range(n)]
+    prompt_ids = pad_stack(prompt_rows, pad_id, left=True)  # (N, P)
+    prompt_mask = pad_stack([torch.ones_like(p) for p in prompt_rows], 0, left=True)  # (N, P)
+    response_ids = pad_stack(responses, pad_id, left=False)  # (N, R)
+    response_mask, truncated = response_mask_from_ids(response_ids, list(eos_ids))
+    if lengths is not None:
+        within = torch.arange(response_ids.shape[1]) < torch.tensor(lengths).unsqueeze(1)  # (N, R)
+        response_mask = response_mask * within.long()
+    response_ids = response_ids.masked_fill(response_mask == 0, pad_id)
+    if sampler_logprobs is not None:
+        sampler_logprobs = pad_stack(sampler_logprobs, 0, left=False).to(torch.float32) * response_mask
+    texts = tokenizer.batch_decode(
+        [r[m.bool()].tolist() for r, m in zip(response_ids, response_mask, strict=True)],
+        skip_special_tokens=True,
+    )
+    return RolloutBatch(
+        prompt_ids=prompt_ids,
+        prompt_mask=prompt_mask,
+        response_ids=response_ids,
+        response_mask=response_mask,
+        group_ids=torch.arange(len(prompts)).repeat_interleave(n),
+        truncated=truncated,
+        texts=texts,
+        sampler_logprobs=sampler_logprobs,
+    )
+
+
 def cat_batches(batches: list[RolloutBatch], pad_id: int = 0) -> RolloutBatch:
     """Rows of several batches in one, e.g. rounds of dynamic sampling. Group ids are renumbered so
     groups of different batches stay apart; padded positions get `pad_id` (masked everywhere)."""

@@ -8,7 +8,7 @@ import torch
 from torch import Tensor, nn
 
 from nsr_lightning.fsdp import is_sharded
-from nsr_lightning.rollout.batch import RolloutBatch, SamplingConfig, pad_stack, response_mask_from_ids
+from nsr_lightning.rollout.batch import RolloutBatch, SamplingConfig, build_batch, pad_stack
 from nsr_lightning.rollout.decode import UnsupportedCache, sample_responses
 
 
@@ -88,7 +88,7 @@ class HFEngine:
             padding = int(n_calls) - len(chunks)
         else:
             padding = 0
-        prompt_rows, response_rows = [], []
+        response_rows = []
         devices = [device] if device.type == "cuda" else []
         try:
             with torch.random.fork_rng(devices=devices):
@@ -100,28 +100,9 @@ class HFEngine:
                     out = self._sample(model, input_ids, attn, n=n, sampling=sampling, synced=synced)
                     if i >= len(chunks):
                         continue  # a padding call: only there to keep the ranks in step
-                    prompt_rows.append(input_ids.repeat_interleave(n, dim=0).cpu())
                     response_rows.append(out.cpu())
         finally:
             model.train(was_training)
-        prompt_ids = pad_stack(prompt_rows, self.pad_id, left=True)  # (N, P)
-        response_ids = pad_stack(response_rows, self.pad_id, left=False)  # (N, R)
-        prompt_mask = pad_stack(
-            [torch.ones(len(p), dtype=torch.long) for p in prompts for _ in range(n)], 0, left=True
-        )
-        response_mask, truncated = response_mask_from_ids(response_ids, self.eos_id)
-        response_ids = response_ids.masked_fill(response_mask == 0, self.pad_id)
-        texts = self.tokenizer.batch_decode(
-            [r[m.bool()].tolist() for r, m in zip(response_ids, response_mask, strict=True)],
-            skip_special_tokens=True,
-        )
-        group_ids = torch.arange(len(prompts)).repeat_interleave(n)
-        return RolloutBatch(
-            prompt_ids=prompt_ids,
-            prompt_mask=prompt_mask,
-            response_ids=response_ids,
-            response_mask=response_mask,
-            group_ids=group_ids,
-            truncated=truncated,
-            texts=texts,
+        return build_batch(
+            self.tokenizer, prompts, response_rows, n, eos_ids=[self.eos_id], pad_id=self.pad_id
         )

@@ -27,7 +27,7 @@ from torch import nn
 
 from nsr_lightning.errors import UserError
 from nsr_lightning.fsdp import iter_full_tensors
-from nsr_lightning.rollout.batch import RolloutBatch, SamplingConfig, pad_stack, response_mask_from_ids
+from nsr_lightning.rollout.batch import RolloutBatch, SamplingConfig, build_batch
 
 INSTALL_HINT = (
     "rollout=vllm needs the vllm package: `pip install vllm` on a CUDA machine, or on a CPU "
@@ -203,28 +203,15 @@ class VLLMEngine:
                 responses.append(torch.tensor(ids, dtype=torch.long))
                 lps = [float(entry[tok].logprob) for entry, tok in zip(c.logprobs, c.token_ids, strict=True)]
                 logprobs.append(torch.tensor(lps or [0.0], dtype=torch.float32))
-        prompt_rows = [torch.tensor(p, dtype=torch.long) for p in prompts for _ in range(n)]
-        prompt_ids = pad_stack(prompt_rows, self.pad_id, left=True)  # (N, P)
-        prompt_mask = pad_stack([torch.ones_like(p) for p in prompt_rows], 0, left=True)  # (N, P)
-        response_ids = pad_stack(responses, self.pad_id, left=False)  # (N, R)
-        response_mask, truncated = response_mask_from_ids(response_ids, self.eos_id)
-        within = torch.arange(response_ids.shape[1]) < torch.tensor(lengths).unsqueeze(1)  # (N, R)
-        response_mask = response_mask * within.long()
-        response_ids = response_ids.masked_fill(response_mask == 0, self.pad_id)
-        sampler_logprobs = pad_stack(logprobs, 0, left=False).to(torch.float32) * response_mask  # (N, R)
-        texts = self.tokenizer.batch_decode(
-            [r[m.bool()].tolist() for r, m in zip(response_ids, response_mask, strict=True)],
-            skip_special_tokens=True,
-        )
-        return RolloutBatch(
-            prompt_ids=prompt_ids,
-            prompt_mask=prompt_mask,
-            response_ids=response_ids,
-            response_mask=response_mask,
-            group_ids=torch.arange(len(prompts)).repeat_interleave(n),
-            truncated=truncated,
-            texts=texts,
-            sampler_logprobs=sampler_logprobs,
+        return build_batch(
+            self.tokenizer,
+            prompts,
+            responses,
+            n,
+            eos_ids=[self.eos_id],
+            pad_id=self.pad_id,
+            lengths=lengths,
+            sampler_logprobs=logprobs,
         )
 
 
