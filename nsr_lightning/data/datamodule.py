@@ -8,6 +8,7 @@ import lightning as L
 import torch
 from torch.utils.data import DataLoader, Dataset, DistributedSampler
 
+from nsr_lightning.config_rules import check_group
 from nsr_lightning.data.math_datasets import load_problems
 from nsr_lightning.data.synthetic import Problem, SyntheticTask
 from nsr_lightning.data.templates import build_prompt
@@ -133,12 +134,7 @@ class SyntheticDataModule(L.LightningDataModule):
         num_workers: int = 0,
     ) -> None:
         super().__init__()
-        if batch_size < 1:
-            raise ValueError(f"data.batch_size must be >= 1; got {batch_size}")
-        if num_heldout_problems < 0:
-            raise ValueError(f"data.num_heldout_problems must be >= 0; got {num_heldout_problems}")
-        if num_train_problems < batch_size:
-            raise ValueError(f"data.num_train_problems must be >= data.batch_size; got {num_train_problems}")
+        check_group("data", locals())
         self.tokenizer = tokenizer
         self.batch_size = batch_size
         self.num_train_problems = num_train_problems
@@ -193,8 +189,7 @@ class MathDataModule(L.LightningDataModule):
         num_workers: int = 0,
     ) -> None:
         super().__init__()
-        if batch_size < 1:
-            raise ValueError(f"data.batch_size must be >= 1; got {batch_size}")
+        check_group("data", locals())
         self.tokenizer, self.batch_size, self.template = tokenizer, batch_size, template
         self.num_workers, self.seed = num_workers, seed
         paths, fields = dict(paths or {}), dict(fields or {})
