@@ -9,6 +9,13 @@
 - `check(key, value)` / `check_group(prefix, values)`: the same rules for the constructors that
   must also be safe when used from Python (objectives, SamplingConfig, the callbacks, the data
   modules, engines, rewards, checkpoints); none of them writes its own comparison or message.
+
+Defaults, one home each: an objective's knobs default in its class's signature
+(nsr_lightning/objectives/); each configs/objective/*.yaml takes them from there through a node
+generated from that signature (nsr_lightning/configs/__init__.py) and sets only what makes the
+option (its name, NSR's lambda_pos 0, ...). Every other default lives in the YAML under configs/;
+a Python default of the same value must equal it (tests/test_config_rules.py holds the list of
+those that still differ, for their owners to remove).
 """
 
 from __future__ import annotations

@@ -1,11 +1,14 @@
 """The rule table (nsr_lightning/config_rules.py): every shipped config passes it, every rule
-refuses a bad value with one error naming the key and what it accepts."""
+refuses a bad value with one error naming the key and what it accepts, and each default has one
+home (the objective classes for objective knobs, the YAML for the rest)."""
 
+import importlib
 import math
 from functools import cache
 from importlib.resources import files
 
 import pytest
+from nsr_lightning.configs import class_defaults
 from omegaconf import OmegaConf
 
 from nsr_lightning.cli import compose, load_config
@@ -101,3 +104,70 @@ def test_every_cross_rule_refuses_a_bad_combination(key, others):
 def test_every_objective_knob_has_a_rule(option):
     knobs = composed("fit", (f"objective={option}",)).objective
     assert [k for k in knobs if k not in ("_target_", "name") and f"objective.{k}" not in BY_KEY] == []
+
+
+def target(path: str):
+    module, _, name = path.rpartition(".")
+    return getattr(importlib.import_module(module), name)
+
+
+@pytest.mark.parametrize("option", options("objective"))
+def test_objective_options_restate_no_class_default(option):
+    raw = OmegaConf.to_container(OmegaConf.load(str(CONFIGS.joinpath("objective", f"{option}.yaml"))))
+    defaults = class_defaults(target(composed("fit", (f"objective={option}",)).objective._target_))
+    restated = [k for k in raw if k != "defaults" and k in defaults and raw[k] == defaults[k]]
+    assert restated == [], f"objective/{option}.yaml restates its class's defaults: {restated}"
+
+
+# YAML value vs Python default that still differ; the YAML is the home, the Python default goes
+# (their files belong to other work: data/datamodule.py, callbacks/pass_at_k.py, rollout/*, module.py)
+KNOWN_DIFFERENT = {
+    "data.batch_size": (16, 32),
+    "data.num_heldout_problems": (128, 64),
+    "callbacks.pass_at_k.n": (64, 32),
+    "rollout.engine.max_num_batched_tokens": (16384, None),
+    "rollout.sampling.max_new_tokens": (80, 64),
+    "sampling.max_new_tokens": (80, 64),
+    "algo.lr": (2e-5, 1e-6),
+}
+
+
+def python_defaults(cfg) -> dict:
+    """Hydra key -> (YAML value, Python default) for every nsr_lightning object the config builds
+    from a mapping of its own (a `_target_`; rollout.n, *sampling, algo), objectives aside."""
+    from nsr_lightning.callbacks import RolloutCallback
+
+    from nsr_lightning.module import RLVRModule
+    from nsr_lightning.rollout import SamplingConfig
+
+    built = {"rollout": RolloutCallback, "rollout.sampling": SamplingConfig, "sampling": SamplingConfig}
+    built["algo"] = RLVRModule
+    for key in ("data", "rollout.engine", "reward", *(f"callbacks.{c}" for c in cfg.get("callbacks", {}))):
+        path = OmegaConf.select(cfg, f"{key}._target_", default=None)
+        if path and path.startswith("nsr_lightning."):
+            built[key] = target(path)
+    pairs = {}
+    for key, cls in built.items():
+        node, defaults = OmegaConf.select(cfg, key), class_defaults(cls)
+        for name in node or {}:  # a nested mapping is compared on its own
+            if (
+                name in defaults
+                and not OmegaConf.is_interpolation(node, name)
+                and not OmegaConf.is_dict(node[name])
+            ):
+                pairs[f"{key}.{name}"] = (OmegaConf.to_object(node)[name], defaults[name])
+    return pairs
+
+
+def same(yaml_value, python_default) -> bool:
+    return yaml_value == (list(python_default) if isinstance(python_default, tuple) else python_default)
+
+
+def test_python_defaults_equal_the_yaml():
+    seen = {}
+    for command, overrides in COMPOSITIONS:
+        if not any(o.startswith(("experiment=", "preset=")) for o in overrides):  # those choose, on purpose
+            seen |= {
+                k: v for k, v in python_defaults(composed(command, tuple(overrides))).items() if not same(*v)
+            }
+    assert seen == KNOWN_DIFFERENT  # a new difference fails; so does one that was fixed (drop it above)

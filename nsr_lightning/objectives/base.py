@@ -15,6 +15,9 @@ Shared by every objective and set from its config:
 - clip range (symmetric or asymmetric), entropy bonus, KL coefficient and estimator, and the
   loss aggregation mode.
 
+The defaults in the signatures here are the only ones: configs/objective/*.yaml take them from
+these signatures (nsr_lightning/configs/__init__.py); nsr_lightning/config_rules.py checks them.
+
 Pure tensor code: no Lightning, no engine.
 """
 
@@ -44,20 +47,20 @@ class Objective:
     def __init__(
         self,
         *,
-        name: str | None = None,
-        lambda_pos: float = 1.0,
-        lambda_neg: float = 1.0,
-        clip_ratio_low: float = 0.2,
-        clip_ratio_high: float = 0.2,
-        entropy_coef: float = 0.0,
-        kl_coef: float = 0.0,
-        kl_estimator: str = "k3",
-        loss_agg_mode: str = "token-mean",
-        norm_length: int | None = None,
-        drop_all_correct_groups: bool = False,
-        drop_all_wrong_groups: bool = False,
-        dynamic_sampling: bool = False,
-        max_sampling_rounds: int = 1,
+        name: str | None = None,  # for logs (None: the class's name)
+        lambda_pos: float = 1.0,  # weight of correct samples' advantages (0 drops them: NSR)
+        lambda_neg: float = 1.0,  # weight of incorrect samples' advantages (0 drops them: PSR)
+        clip_ratio_low: float = 0.2,  # PPO clip: ratio >= 1 - clip_ratio_low
+        clip_ratio_high: float = 0.2,  # PPO clip: ratio <= 1 + clip_ratio_high (above low: clip-higher)
+        entropy_coef: float = 0.0,  # entropy bonus (paper: 1e-4; reference code: 1e-3)
+        kl_coef: float = 0.0,  # KL(pi || pi_ref) loss term; a reference model exists only when > 0
+        kl_estimator: str = "k3",  # k1 | k2 | k3 (k3 = "low_var_kl", unbiased and >= 0)
+        loss_agg_mode: str = "token-mean",  # token-mean | seq-mean-token-mean | seq-mean-token-sum-norm
+        norm_length: int | None = None,  # seq-mean-token-sum-norm's constant length (None: padded length)
+        drop_all_correct_groups: bool = False,  # drop prompts whose responses are all correct
+        drop_all_wrong_groups: bool = False,  # drop prompts whose responses are all wrong
+        dynamic_sampling: bool = False,  # sample more prompts until the batch holds enough kept groups
+        max_sampling_rounds: int = 1,  # generation rounds per step at most, with dynamic sampling
     ) -> None:
         check_group("objective", locals())  # every knob, by the rule table
         if name:

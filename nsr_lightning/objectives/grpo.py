@@ -21,9 +21,9 @@ class GRPO(Objective):
     def __init__(
         self,
         *,
-        std_normalize: bool = True,
-        adv_eps: float = 1e-6,
-        kl_coef: float = 1e-3,
+        std_normalize: bool = True,  # divide by the group's reward std (False: Dr.GRPO's advantage)
+        adv_eps: float = 1e-6,  # (r - mean) / (std + adv_eps)
+        kl_coef: float = 1e-3,  # the paper's setup
         loss_agg_mode: str = "token-mean",
         **shared,
     ) -> None:

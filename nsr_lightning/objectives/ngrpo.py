@@ -22,10 +22,10 @@ class NGRPO(GRPO):
     def __init__(
         self,
         *,
-        virtual_samples: int = 1,
-        virtual_reward: float = 1.0,
-        clip_ratio_low: float = 0.16,
-        clip_ratio_high: float = 0.24,
+        virtual_samples: int = 1,  # K virtual samples per group (the paper: 1)
+        virtual_reward: float = 1.0,  # their reward, the maximum (r_max = 1)
+        clip_ratio_low: float = 0.16,  # tighter for negative advantages
+        clip_ratio_high: float = 0.24,  # looser for positive advantages
         kl_coef: float = 0.0,
         drop_all_correct_groups: bool = True,
         **shared,

@@ -51,14 +51,14 @@ class PPO(Objective):
     def __init__(
         self,
         *,
-        critic_lr: float = 1e-5,
-        critic_model_path: str | None = None,
-        gamma: float = 1.0,
-        gae_lambda: float = 1.0,
-        value_clip: float = 0.2,
-        kl_penalty_coef: float = 1e-3,
-        kl_penalty_estimator: str = "k1",
-        whiten_advantages: bool = True,
+        critic_lr: float = 1e-5,  # the value model's own learning rate (the paper: 1e-5)
+        critic_model_path: str | None = None,  # None: a copy of the policy's weights, new scalar head
+        gamma: float = 1.0,  # GAE discount
+        gae_lambda: float = 1.0,  # GAE lambda
+        value_clip: float = 0.2,  # clip the value update around the old values (0 = off)
+        kl_penalty_coef: float = 1e-3,  # r_t -= coef * KL_t(pi_old || pi_ref) (the paper: 1e-3)
+        kl_penalty_estimator: str = "k1",  # k1 | k2 | k3
+        whiten_advantages: bool = True,  # advantages standardised over the batch's response tokens
         **shared,
     ) -> None:
         super().__init__(**shared)
