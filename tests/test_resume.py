@@ -110,13 +110,17 @@ def test_step_sampler_order_is_a_function_of_the_step():
 
     assert sampler(0).steps_per_epoch == 3 and len(sampler(0)) == 9
     epoch0 = [list(sampler(r)) for r in (0, 1)]
-    perm = torch.randperm(20, generator=torch.Generator().manual_seed(stream_seed(5, Stream.TRAIN_ORDER, 0, 0))).tolist()
+    perm = torch.randperm(
+        20, generator=torch.Generator().manual_seed(stream_seed(5, Stream.TRAIN_ORDER, 0, 0))
+    ).tolist()
     assert epoch0[0] == perm[0:3] + perm[6:9] + perm[12:15]
     assert epoch0[1] == perm[3:6] + perm[9:12] + perm[15:18]
     position["step"] = 2
     assert list(sampler(1)) == epoch0[1][6:]
     position["step"] = 4  # epoch 1, its second step: a new permutation
-    perm1 = torch.randperm(20, generator=torch.Generator().manual_seed(stream_seed(5, Stream.TRAIN_ORDER, 0, 1))).tolist()
+    perm1 = torch.randperm(
+        20, generator=torch.Generator().manual_seed(stream_seed(5, Stream.TRAIN_ORDER, 0, 1))
+    ).tolist()
     assert list(sampler(0)) == perm1[6:9] + perm1[12:15]
     with pytest.raises(ValueError, match="data.batch_size"):
         StepSampler(5, 3, seed=0, rank=0, world=2, position=lambda: 0)
