@@ -207,7 +207,7 @@ class MathDataModule(ProblemDataModule):
         heldout: list[str] | tuple[str, ...] = ("math500",),
         paths: dict | None = None,
         fields: dict | None = None,
-        batch_size: int = 16,
+        batch_size: int = 32,
         max_heldout_problems: int | None = None,
         template: str = "qwen25_math",
         seed: int = 0,
