@@ -124,11 +124,11 @@ class RLVRModule(L.LightningModule):
     def _ranks(self) -> Ranks:
         world = self.trainer.world_size
 
-        def reduce_max(value: int) -> int:
-            t = torch.tensor(value, device=self.device, dtype=torch.long)
-            return int(self.trainer.strategy.reduce(t, reduce_op="max").item())
+        def reduce(value: torch.Tensor, op: str) -> torch.Tensor:
+            t = value.detach().to(self.device, copy=True)
+            return self.trainer.strategy.reduce(t, reduce_op=op).to(value.device)
 
-        return Ranks(world, self.global_rank, reduce_max, sharded=is_sharded(self.model) and world > 1)
+        return Ranks(world, self.global_rank, reduce, sharded=is_sharded(self.model) and world > 1)
 
     def _log_stats(self, stats: StepStats) -> None:
         """Every ratio through its torchmetric (summed over ranks; skipped when empty everywhere),

@@ -82,8 +82,13 @@ def masked_var(values: Tensor, mask: Tensor) -> Tensor:
     return ((values - mean).square() * mask).sum() / (n - 1).clamp(min=1.0)
 
 
-def masked_whiten(values: Tensor, mask: Tensor, eps: float = 1e-8) -> Tensor:
-    """(values - mean) / std over the masked entries; zero outside the mask."""
-    mean = masked_mean(values, mask)
-    std = masked_var(values, mask).sqrt()
-    return (values - mean) / (std + eps) * mask.to(values.dtype)
+def masked_whiten(values: Tensor, mask: Tensor, eps: float = 1e-8, all_sum=None) -> Tensor:
+    """(values - mean) / std over the masked entries (unbiased std); zero outside the mask.
+    all_sum: sums a tensor over the ranks that hold the rest of the batch (the mean and std
+    are then the whole batch's, as when one process holds it); None: these values only."""
+    all_sum = all_sum or (lambda t: t)
+    m = mask.to(values.dtype)
+    total, n = all_sum(torch.stack([(values * m).sum(), m.sum()])).unbind()
+    mean = total / n.clamp(min=1.0)
+    var = all_sum(((values - mean).square() * m).sum()) / (n - 1).clamp(min=1.0)
+    return (values - mean) / (var.sqrt() + eps) * m
