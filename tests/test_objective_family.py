@@ -112,6 +112,19 @@ def test_kl_estimators_match_their_definitions():
         kl_estimate(logp, ref, "k4")
 
 
+def test_k3_is_capped_per_token_as_verl_does():
+    """verl's low_var_kl: log r clamped to [-20, 20], then k3 clamped to [-10, 10] per token."""
+    logp = torch.tensor([0.0, 0.0, 0.0, -3.0])
+    ref = torch.tensor([25.0, 2.0, -25.0, -1.0])  # log r = 25, 2, -25, 2
+    k3 = kl_estimate(logp, ref, "k3")
+    # exp(20) - 21 = 4.85e8 -> 10; e^2 - 3 = 4.389; exp(-20) + 19 = 19.0 -> 10; 4.389
+    assert k3.tolist() == pytest.approx([10.0, 4.389056, 10.0, 4.389056], rel=1e-6)
+    logp.requires_grad_(True)
+    kl_estimate(logp, ref, "k3").sum().backward()
+    # d k3 / d logp = 1 - r where uncapped (r = e^2), 0 where capped
+    assert logp.grad.tolist() == pytest.approx([0.0, 1 - 7.389056, 0.0, 1 - 7.389056], rel=1e-6)
+
+
 def test_kl_estimators_are_unbiased_where_they_should_be():
     """Sampling from p: E[k1] = E[k3] = KL(p || q) exactly; k3 is never negative."""
     gen = torch.Generator().manual_seed(0)

@@ -9,6 +9,7 @@ from torch import Tensor
 
 LOSS_AGG_MODES = ("token-mean", "seq-mean-token-mean", "seq-mean-token-sum-norm")
 KL_ESTIMATORS = ("k1", "k2", "k3")
+K3_CAP = 10.0  # |k3| per token at most (verl's low_var_kl clamp)
 
 
 def aggregate(values: Tensor, mask: Tensor, mode: str, norm_length: int | None = None) -> Tensor:
@@ -36,7 +37,9 @@ def kl_estimate(logprobs: Tensor, ref_logprobs: Tensor, estimator: str = "k3") -
     With log r = log pi_ref(y) - log pi_theta(y) (Schulman, "Approximating KL divergence", 2020):
     k1 = -log r (unbiased, high variance, can be negative); k2 = (log r)^2 / 2 (biased, low
     variance); k3 = r - 1 - log r (unbiased, always >= 0: GRPO's "low_var_kl"). The log-ratio is
-    clamped to [-20, 20] so that exp() cannot overflow on a diverged policy.
+    clamped to [-20, 20] so that exp() cannot overflow on a diverged policy, and k3 per token to
+    [-10, 10], as verl's and the paper's code do (log r = 25 gives 10, not 4.85e8; no gradient
+    flows through a capped token).
     """
     log_r = (ref_logprobs - logprobs).clamp(-20.0, 20.0)  # (B, T)
     if estimator == "k1":
@@ -44,7 +47,7 @@ def kl_estimate(logprobs: Tensor, ref_logprobs: Tensor, estimator: str = "k3") -
     if estimator == "k2":
         return 0.5 * log_r.square()
     if estimator == "k3":
-        return torch.exp(log_r) - 1.0 - log_r
+        return (torch.exp(log_r) - 1.0 - log_r).clamp(-K3_CAP, K3_CAP)
     raise ValueError(f"kl_estimator must be one of {', '.join(KL_ESTIMATORS)}; got {estimator!r}")
 
 
