@@ -84,12 +84,12 @@ def test_group_filters(objective, kept_groups):
 def test_lambdas_combine_with_every_objective(cls):
     """PSR / NSR / W-REINFORCE weights apply to any advantage: NSR-style drops correct samples."""
     rewards, gids = groups_with([3, 5])
-    full = cls().advantages(rewards, gids)
     nsr = cls(lambda_pos=0.0)
     keep = nsr.keep(rewards, gids)
     assert keep.tolist() == (rewards == 0).tolist()
-    weighted = cls(lambda_pos=0.1).advantages(rewards, gids)
     if cls is not PPO:  # PPO weighs its per-token advantages (test_ppo_token_advantages_by_hand)
+        full = cls().advantages(rewards, gids)
+        weighted = cls(lambda_pos=0.1).advantages(rewards, gids)
         assert weighted.tolist() == pytest.approx(torch.where(rewards > 0, 0.1 * full, full).tolist())
 
 
@@ -270,3 +270,22 @@ def test_micro_batch_shares_add_up_to_the_mini_batch_loss(mode):
         )
         total += obj.loss_units(mask[rows]) / obj.loss_units(mask) * part.item()
     assert total == pytest.approx(whole.item(), rel=1e-5)
+
+
+def test_groups_of_one_response():
+    """rollout.n=1. GRPO (and DAPO, Dr.GRPO): verl's mean 0 / std 1 for a lone response, A = r
+    (r / (1 + 1e-6) with std_normalize); NGRPO: 0 (its code), not (0 - 0.5) / 0.707 = -0.707;
+    DAPO keeps the lone groups (verl's recipe: std > 0 or a single response), so does NGRPO."""
+    rewards, gids = torch.tensor([1.0, 0.0, 1.0, 0.0, 1.0]), torch.tensor([0, 1, 2, 2, 3])
+    eps = 1e-6
+    want = [1 / (1 + eps), 0.0, 0.707107, -0.707107, 1 / (1 + eps)]  # group 2: (1, 0), std 0.7071
+    assert GRPO().advantages(rewards, gids).tolist() == pytest.approx(want, rel=1e-5)
+    assert DAPO().advantages(rewards, gids).tolist() == pytest.approx(want, rel=1e-5)
+    assert DrGRPO().advantages(rewards, gids).tolist() == pytest.approx([1.0, 0.0, 0.5, -0.5, 1.0])
+    assert DAPO().keep(rewards, gids).all()
+    # NGRPO, group 2 with one virtual 1: values (1, 0, 1), mean 2/3, std 0.57735
+    ngrpo = [0.0, 0.0, (1 - 2 / 3) / (0.57735 + eps), (0 - 2 / 3) / (0.57735 + eps), 0.0]
+    assert NGRPO().advantages(rewards, gids).tolist() == pytest.approx(ngrpo, rel=1e-5)
+    assert NGRPO().keep(rewards, gids).all()
+    two_correct = torch.tensor([1.0, 1.0])
+    assert not DAPO().keep(two_correct, torch.tensor([0, 0])).any()  # a larger homogeneous group goes

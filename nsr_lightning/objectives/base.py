@@ -195,14 +195,15 @@ class Objective:
         return self.kl_coef > 0
 
     def group_filter(self, rewards: Tensor, group_ids: Tensor) -> Tensor:
-        """Boolean (N,): True for samples whose group passes the group filters."""
+        """Boolean (N,): True for samples whose group passes the group filters. A group of one
+        response (`rollout.n=1`) always passes, as in verl's DAPO recipe (std > 0 or size 1)."""
         _, _, n_correct, size = group_stats(rewards, group_ids)
         ok = torch.ones_like(rewards, dtype=torch.bool)
         if self.drop_all_correct_groups:
             ok &= n_correct < size
         if self.drop_all_wrong_groups:
             ok &= n_correct > 0
-        return ok
+        return ok | (size == 1)
 
     def sign_weights(self, rewards: Tensor) -> Tensor:
         """(N,) lambda_pos for correct samples, lambda_neg for incorrect ones."""

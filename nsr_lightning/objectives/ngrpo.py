@@ -19,6 +19,7 @@ from nsr_lightning.objectives.grpo import GRPO
 
 class NGRPO(GRPO):
     name = "ngrpo"
+    lone_advantage = "zero"  # a group of one response gets 0, as in NGRPO's code (not -0.707)
 
     def __init__(
         self,
