@@ -95,3 +95,19 @@ def test_fsdp_sharded_checkpoint_resume(tmp_path):
     rows = fit(more, *common, "trainer.max_steps=3", f"ckpt_path={ckpt}")
     assert [int(r["step"]) for r in rows] == [2]
     assert float(rows[0]["train/updates"]) >= 0
+
+
+def test_fsdp_rank_without_a_heldout_problem_joins_the_collectives(tmp_path):
+    """One held-out problem on 2 FSDP2 ranks: rank 1 has none, yet pass@k and the held-out
+    callback finish (it runs a stand-in problem whose results are dropped) instead of hanging."""
+    import json
+
+    args = ["trainer=fsdp_cpu", "fsdp.param_dtype=float32", "trainer.max_steps=1"]
+    args += ["data.batch_size=1", "rollout.n=2", "rollout.sampling.max_new_tokens=16"]
+    args += ["trainer.enable_checkpointing=false", "data.num_heldout_problems=1", "callbacks.pass_at_k.n=2"]
+    args += ["callbacks.heldout.every_n_steps=1", "callbacks.heldout.entropy_samples=2"]
+    fit(tmp_path, *args)
+    (path,) = tmp_path.glob("csv/version_*/heldout.json")
+    assert [h["step"] for h in json.loads(path.read_text())] == [0, 1]
+    (path,) = tmp_path.glob("csv/version_*/pass_at_k.json")
+    assert [h["tag"] for h in json.loads(path.read_text())] == ["before", "after"]
