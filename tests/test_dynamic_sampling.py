@@ -78,15 +78,13 @@ def test_refill_until_the_batch_is_full():
 def test_ngrpo_refills_by_default():
     """NGRPO drops all-correct groups only (an all-wrong group still teaches) and, like its
     code, samples fresh prompts until the batch holds as many groups as prompts; its config too."""
-    from importlib.resources import files
-
-    import yaml
-
     rollout, logged = run_step(NGRPO(), ["mixed", "all", "all", "none"], ["all", "none"] * 50)
     keep = NGRPO().keep(rollout.rewards, rollout.group_ids)
     assert torch.unique(rollout.group_ids[keep]).numel() == 4  # mixed, none, then 2 refilled "none"
     assert logged["rollout/dynamic_sampling_rounds"] >= 2 and logged["rollout/dynamic_sampling_filled"] == 1.0
-    config = yaml.safe_load(files("nsr_lightning.configs").joinpath("objective/ngrpo.yaml").read_text())
+    from nsr_lightning.cli import compose
+
+    config = compose("fit", ["objective=ngrpo"]).objective  # the composed config, class defaults included
     assert config["dynamic_sampling"] is True and config["drop_all_correct_groups"] is True
     assert config["max_sampling_rounds"] == NGRPO().max_sampling_rounds == 10
 
