@@ -41,9 +41,9 @@ def spawn(mode: str, out: Path, world: int = 2) -> None:
 @pytest.fixture(scope="module")
 def one_process():
     """Each objective's gradient on 1 process, all 16 samples, one update of all kept rows."""
-    union = union_batch()
     out = {}
     for name, make in OBJECTIVES.items():
+        union = union_batch(name)
         kept = int(make().keep(union.rewards, union.group_ids).sum())
         out[name] = gradients(name, union, kept, Ranks())
     return out
@@ -58,7 +58,8 @@ def test_two_ranks_give_the_one_process_gradient(mode, one_process, tmp_path):
     """PSR keeps 6 rows on rank 0 and 2 on rank 1, with mini_batch_size=4 per rank: one update
     of the 8 kept rows (a per-rank count made 2, the second scaled by 0.5); NSR keeps 2 and 6;
     GRPO (kl_coef 0.1) and PPO (critic, KL reward penalty, whitening over both ranks' tokens)
-    keep all 16. Micro-batches of 3 rows; the gradients within 1e-5 of the 1-process ones."""
+    keep all 16; PPO with lambda_pos = 0 keeps 0 rows on rank 0 and 6 on rank 1. Micro-batches
+    of 3 rows; the gradients within 1e-5 of the 1-process ones."""
     spawn(mode, tmp_path / "grads.pt")
     two = torch.load(tmp_path / "grads.pt")
     for name, want in one_process.items():

@@ -4,7 +4,9 @@
 computed in the test process on the union of the samples.
 
 The rewards give PSR 6 kept rows on rank 0 and 2 on rank 1 (NSR: 2 and 6), so the ranks have
-uneven work; every response has its own length, micro-batches of 3 rows are uneven too.
+uneven work; PPO with lambda_pos = 0 keeps none on rank 0 (it joins the no-grad passes, the
+whitening's all-reduce and the updates with dummy forwards); every response has its own
+length, micro-batches of 3 rows are uneven too.
 """
 
 from __future__ import annotations
@@ -25,11 +27,14 @@ OBJECTIVES = {
     "nsr": lambda: Reinforce(lambda_pos=0.0),
     "grpo": lambda: GRPO(kl_coef=0.1),
     "ppo": lambda: PPO(kl_penalty_coef=0.1),
+    "ppo_nsr": lambda: PPO(kl_penalty_coef=0.1, lambda_pos=0.0),  # with OWN_REWARDS: rank 0 keeps 0
 }
+OWN_REWARDS = {"ppo_nsr": [1] * 8 + [1, 0, 0, 0, 0, 1, 0, 0]}
 
 
-def union_batch() -> RolloutBatch:
-    """16 rows: 4 prompts (one per group, 3-7 tokens) x 4 responses of 2-11 tokens."""
+def union_batch(name: str = "") -> RolloutBatch:
+    """16 rows: 4 prompts (one per group, 3-7 tokens) x 4 responses of 2-11 tokens; the rewards
+    of objective `name`."""
     gen = torch.Generator().manual_seed(0)
     n, prompt_len, resp_len = 16, 7, 11
     plens = torch.tensor([3, 5, 7, 4]).repeat_interleave(4)
@@ -47,7 +52,7 @@ def union_batch() -> RolloutBatch:
         group_ids=torch.arange(4).repeat_interleave(4),
         truncated=torch.zeros(n, dtype=torch.bool),
         texts=[""] * n,
-        rewards=torch.tensor(REWARDS, dtype=torch.float32),
+        rewards=torch.tensor(OWN_REWARDS.get(name, REWARDS), dtype=torch.float32),
     )
 
 
@@ -125,10 +130,10 @@ def main(mode: str, out: str) -> None:
         return t
 
     ranks = Ranks(world, rank, reduce, sharded=mode == "fsdp")
-    union = union_batch()
-    mine = union.select(torch.arange(16).reshape(world, -1)[rank])
     results = {}
     for name in OBJECTIVES:
+        union = union_batch(name)
+        mine = union.select(torch.arange(16).reshape(world, -1)[rank])
         kept = int(OBJECTIVES[name]().keep(union.rewards, union.group_ids).sum())
         results[name] = gradients(name, mine, kept // world, ranks, {"ddp": _ddp, "fsdp": _fsdp}[mode])
     if rank == 0:
