@@ -34,7 +34,7 @@ from lightning.pytorch.callbacks import ModelCheckpoint
 from lightning.pytorch.plugins.io import TorchCheckpointIO
 from lightning.pytorch.utilities.exceptions import SIGTERMException
 
-from nsr_lightning.errors import UserError
+from nsr_lightning.errors import UserError, disk_full_error, is_disk_full
 
 _STEP = re.compile(r"step=(\d+)")
 RUN_KEY = "nsr_run"  # {"objective": name, "model": shape}: what a checkpoint was saved with
@@ -57,9 +57,11 @@ def atomic_write(path: str | os.PathLike, write: Callable[[BinaryIO], object]) -
             f.flush()
             os.fsync(f.fileno())
         os.replace(tmp, path)
-    except BaseException:
+    except BaseException as e:
         with contextlib.suppress(OSError):
             tmp.unlink()
+        if isinstance(e, (OSError, RuntimeError)) and is_disk_full(e):
+            raise disk_full_error(path, e) from None
         raise
     with contextlib.suppress(OSError):  # the rename itself survives a power cut
         fd = os.open(path.parent, os.O_RDONLY)

@@ -124,8 +124,8 @@ def main(argv: list[str] | None = None) -> int:
     from omegaconf import OmegaConf
     from omegaconf.errors import OmegaConfBaseException
 
-    from nsr_lightning.errors import RunStopped, UserError
-    from nsr_lightning.preflight import check_run_folders
+    from nsr_lightning.errors import RunStopped, UserError, disk_full_error, is_disk_full
+    from nsr_lightning.preflight import check_online_logger, check_run_folders
     from nsr_lightning.run_dir import RunLock, check_not_finished, is_launcher
 
     lock = None
@@ -140,6 +140,7 @@ def main(argv: list[str] | None = None) -> int:
                 print(OmegaConf.to_yaml(cfg, resolve=True))
                 return 0
             check_run_folders(cfg, command)  # writable, room to write: before loading anything
+            check_online_logger(cfg)
             if is_launcher():  # one run per run_dir; Lightning's child ranks run under the parent's lock
                 lock = RunLock(cfg.run_dir)
                 lock.acquire()
@@ -156,6 +157,11 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     except RunStopped as e:
         print(f"error: {e}", file=sys.stderr, flush=True)
+        return 1
+    except OSError as e:  # a full disk under a write that is not ours (the CSV logger, ...)
+        if not is_disk_full(e):
+            raise
+        print(f"error: {disk_full_error(e.filename or '.', e)}", file=sys.stderr, flush=True)
         return 1
     except KeyboardInterrupt as e:  # Ctrl-C or SIGTERM before the run started: nothing to resume
         signum = e.args[0] if e.args and isinstance(e.args[0], int) else signal.SIGINT

@@ -71,6 +71,7 @@ def run_fit(cfg, trainer, module, datamodule, overrides: list[str] | None = None
     from omegaconf import OmegaConf
 
     from nsr_lightning.callbacks import RunEndCallback
+    from nsr_lightning.errors import UserError
     from nsr_lightning.fsdp import full_state_dict
 
     ckpt_path = _checked_ckpt_path(cfg, trainer, module)  # before any file of this try is written
@@ -79,7 +80,12 @@ def run_fit(cfg, trainer, module, datamodule, overrides: list[str] | None = None
         OmegaConf.save(cfg, os.path.join(cfg.run_dir, "config.yaml"), resolve=True)
         print(f"objective: {module.objective.name} {module.objective.config()}", flush=True)
     for logger in trainer.loggers:
-        logger.log_hyperparams({"objective": module.objective.config(), **OmegaConf.to_container(cfg)})
+        try:  # the first write: W&B's online login happens here
+            logger.log_hyperparams({"objective": module.objective.config(), **OmegaConf.to_container(cfg)})
+        except Exception as e:
+            if not type(e).__module__.startswith("wandb"):
+                raise
+            raise UserError(f"logger.wandb: W&B refused the run ({str(e).splitlines()[0][:200]})") from None
     run_end = next(c for c in trainer.callbacks if isinstance(c, RunEndCallback))
     signal.signal(signal.SIGTERM, signal.SIG_DFL)  # Lightning's handler from here (it chains others)
     try:

@@ -21,7 +21,7 @@ import socket
 import sys
 from pathlib import Path
 
-from nsr_lightning.errors import UserError
+from nsr_lightning.errors import UserError, disk_full_error, is_disk_full
 
 LOCK = ".lock"
 FINAL = "final_model"
@@ -121,10 +121,12 @@ def save_final_model(model, tokenizer, state, run_dir: str) -> str:
         if final.exists():
             os.replace(final, old)
         os.replace(tmp, final)
-    except BaseException:
+    except BaseException as e:
         shutil.rmtree(tmp, ignore_errors=True)
         if old.exists() and not final.exists():
             os.replace(old, final)
+        if is_disk_full(e):
+            raise disk_full_error(final, e) from None
         raise
     shutil.rmtree(old, ignore_errors=True)
     return str(final)
