@@ -45,12 +45,12 @@ def compose(command: str, overrides: list[str]):
     _register_resolvers()
     overrides = [_quote_path(o) for o in overrides]
     with initialize_config_module(config_module="nsr_lightning.configs", version_base="1.3"):
-        listed = hydra_compose(
-            config_name=command, overrides=[o for o in overrides if not o.startswith(OPEN_MAPPINGS)]
-        )
+        plain = [o for o in overrides if not o.startswith((*OPEN_MAPPINGS, "+"))]
+        listed = hydra_compose(config_name=command, overrides=plain)
         # Any lightning.Trainer argument may be set as trainer.<name>=value, listed in the YAML or not
         # (an unknown name is then refused by Trainer itself, with its own message); the same for the
-        # per-data-set maps data.paths.<name> and data.fields.<name>.
+        # per-data-set maps data.paths.<name> and data.fields.<name>. And +key=value for a key the
+        # config has is taken as key=value (Hydra would refuse to add it twice).
         overrides = [_add_unlisted_key(o, listed) for o in overrides]
         cfg = hydra_compose(config_name=command, overrides=overrides)
     # Lightning's child processes (LOCAL_RANK set) reuse the parent's folder; a fresh run gets its own.
@@ -92,6 +92,10 @@ def _add_unlisted_key(override: str, listed) -> str:
     from omegaconf import OmegaConf
 
     key = override.split("=", 1)[0]
+    if key.startswith("+") and not key.startswith("++") and "=" in override:
+        absent = object()
+        found = OmegaConf.select(listed, key[1:], default=absent, throw_on_missing=False)
+        return override[1:] if found is not absent else override
     for prefix in OPEN_MAPPINGS:
         if key.startswith(prefix) and "=" in override:
             mapping = OmegaConf.select(listed, prefix[:-1], default=None)
