@@ -63,6 +63,20 @@ def test_a_stop_signal_saves_the_last_step_and_resume_is_exact(signum, whole, tm
     assert same(weights(run), weights(whole))
 
 
+def test_sigterm_on_every_ddp_rank_stops_them_together(tmp_path):
+    """2-process DDP, each rank signalled inside step 2 (rank 1 twice: by itself, then forwarded
+    by its parent, as under SLURM): no hang, exit 143, step 3 saved, the resume finishes."""
+    run = tmp_path / "run"
+    sig = ["+callbacks.sig._target_=helpers.signal_at.SignalAt", "+callbacks.sig.step=2"]
+    args = ["fit", *TINY, "checkpoint.every_n_steps=0", "trainer.devices=2", "trainer.strategy=ddp"]
+    proc = run_cli([*args, *sig, f"run_dir={run}"], timeout=300, env=ENV)
+    assert proc.returncode == 143, proc.stderr[-3000:]
+    assert torch.load(find_last(run), weights_only=True)["global_step"] == 3
+    proc = run_cli([*args, "ckpt_path=last", f"run_dir={run}"], timeout=300, env=ENV)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert (run / "final_model" / "model.safetensors").is_file()
+
+
 def test_a_kill_during_the_final_pass_at_k_is_finished_by_the_resume(tmp_path):
     """SIGKILL in on_train_end, after the last step's checkpoint and before the "after" pass@k:
     the resumed run (training already done) still runs the pass@k and writes the final model."""
