@@ -22,6 +22,7 @@ import lightning as L
 import torch
 from nsr_lightning.callbacks.common import rollout_callback, write_json
 
+from nsr_lightning.config_rules import check_group
 from nsr_lightning.logprobs import response_logprobs
 from nsr_lightning.rollout import SamplingConfig
 from nsr_lightning.streams import Stream, stream_seed
@@ -38,12 +39,7 @@ class HeldOutDynamicsCallback(L.Callback):
         max_new_tokens: int | None = None,
         seed: int = 0,
     ) -> None:
-        if every_n_steps < 0:
-            raise ValueError(f"callbacks.heldout.every_n_steps must be >= 0 (0 = off); got {every_n_steps}")
-        if num_problems < 1:
-            raise ValueError(f"callbacks.heldout.num_problems must be >= 1; got {num_problems}")
-        if entropy_samples < 0:
-            raise ValueError(f"callbacks.heldout.entropy_samples must be >= 0; got {entropy_samples}")
+        check_group("callbacks.heldout", locals())
         self.every_n_steps, self.num_problems = int(every_n_steps), int(num_problems)
         self.entropy_samples, self.temperature = int(entropy_samples), float(temperature)
         self.max_new_tokens, self.seed = max_new_tokens, int(seed)

@@ -17,6 +17,7 @@ from lightning.pytorch.utilities import rank_zero_info
 from nsr_lightning.callbacks.common import rollout_callback, write_json
 from nsr_lightning.callbacks.rollout import RolloutCallback
 
+from nsr_lightning.config_rules import check_group
 from nsr_lightning.evaluation import sample_and_score
 from nsr_lightning.metrics import pass_at_k_table
 from nsr_lightning.metrics.report import format_table, log_wandb_curve
@@ -28,7 +29,7 @@ class PassAtKCallback(L.Callback):
     def __init__(
         self,
         *,
-        n: int = 32,
+        n: int = 64,
         every_n_steps: int = 0,
         before: bool = True,
         after: bool = True,
@@ -38,10 +39,7 @@ class PassAtKCallback(L.Callback):
         max_new_tokens: int | None = None,
         seed: int = 0,
     ) -> None:
-        if n < 1:
-            raise ValueError(f"callbacks.pass_at_k.n must be >= 1; got {n}")
-        if every_n_steps < 0:
-            raise ValueError(f"callbacks.pass_at_k.every_n_steps must be >= 0 (0 = off); got {every_n_steps}")
+        check_group("callbacks.pass_at_k", locals())
         self.n, self.every_n_steps, self.before, self.after = int(n), int(every_n_steps), before, after
         self.sampling_args = {"temperature": temperature, "top_p": top_p, "top_k": top_k}
         self.max_new_tokens = max_new_tokens

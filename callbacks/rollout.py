@@ -8,6 +8,7 @@ import lightning as L
 import torch
 from lightning.pytorch.utilities import rank_zero_info
 
+from nsr_lightning.config_rules import check
 from nsr_lightning.rollout import RolloutBatch, SamplingConfig, cat_batches
 from nsr_lightning.streams import Stream, stream_seed
 
@@ -27,8 +28,7 @@ class RolloutCallback(L.Callback):
     def __init__(
         self, engine, reward_fn, *, n: int = 8, sampling: SamplingConfig | dict | None = None, seed: int = 0
     ):
-        if n < 1:
-            raise ValueError(f"rollout.n must be >= 1; got {n}")
+        check("rollout.n", n)
         self.engine = engine
         self.reward_fn = reward_fn
         self.n = int(n)

@@ -34,6 +34,7 @@ from lightning.pytorch.callbacks import ModelCheckpoint
 from lightning.pytorch.plugins.io import TorchCheckpointIO
 from lightning.pytorch.utilities.exceptions import SIGTERMException
 
+from nsr_lightning.config_rules import check_group
 from nsr_lightning.errors import UserError, disk_full_error, is_disk_full
 
 _STEP = re.compile(r"step=(\d+)")
@@ -98,10 +99,7 @@ class PeriodicCheckpoint(ModelCheckpoint):
 
 def periodic_checkpoints(every_n_steps: int, keep: int) -> ModelCheckpoint:
     """A checkpoint every `every_n_steps` RL steps (and at the end); the newest `keep` stay."""
-    if every_n_steps < 0:
-        raise UserError(f"checkpoint.every_n_steps must be >= 0 (0 = only at the end); got {every_n_steps}")
-    if keep < 1:
-        raise UserError(f"checkpoint.keep must be >= 1; got {keep}")
+    check_group("checkpoint", {"every_n_steps": every_n_steps, "keep": keep})
     # Lightning's note that a manual-optimization checkpoint holds the state after the step's
     # updates: that is the state a resumed run must continue from.
     warnings.filterwarnings("ignore", message="Using ModelCheckpoint with manual optimization")

@@ -68,15 +68,14 @@ def load_config(command: str, overrides: list[str]):
     from hydra.errors import HydraException
     from omegaconf.errors import OmegaConfBaseException
 
+    from nsr_lightning.config_rules import check_config
     from nsr_lightning.errors import UserError
-    from nsr_lightning.preflight import check_config
 
     try:
         cfg = compose(command, overrides)
     except (HydraException, OmegaConfBaseException, ValueError, TypeError) as e:
         raise UserError(_one_message(e)) from None
-    if command == "fit":
-        check_config(cfg)
+    check_config(cfg)
     return cfg
 
 

@@ -5,6 +5,11 @@ class UserError(Exception):
     """A bad config value, a missing file, a malformed data row: the message says what to fix."""
 
 
+class ConfigError(UserError, ValueError):
+    """A value its config key does not accept (nsr_lightning/config_rules.py); a ValueError too,
+    for code that builds the objects from Python."""
+
+
 class RunStopped(Exception):
     """A run that stopped itself on purpose (e.g. too many non-finite updates in a row)."""
 

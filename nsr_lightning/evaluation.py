@@ -23,6 +23,7 @@ import os
 import sys
 import time
 
+from nsr_lightning.config_rules import check
 from nsr_lightning.errors import UserError
 from nsr_lightning.metrics import pass_at_k_table
 from nsr_lightning.metrics.report import format_table, plot_pass_at_k
@@ -192,10 +193,8 @@ def evaluate(
     loggers: tuple = (),
 ) -> dict:
     """Evaluate every data set (name -> encoded rows) and write the outputs; returns the summary."""
-    if n < 1:
-        raise UserError(f"n must be >= 1; got {n}")
-    if chunk_size < 1:
-        raise UserError(f"chunk_size must be >= 1; got {chunk_size}")
+    check("n", n)
+    check("chunk_size", chunk_size)
     check_settings(out_dir, settings)
     engine.sync_weights(model)
     t0 = time.perf_counter()

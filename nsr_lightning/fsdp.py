@@ -51,11 +51,10 @@ def shard_model(
     """
     from torch.distributed.fsdp import MixedPrecisionPolicy, fully_shard
 
+    from nsr_lightning.config_rules import check_group
     from nsr_lightning.models import DTYPES
 
-    for name, value in (("param_dtype", param_dtype), ("reduce_dtype", reduce_dtype)):
-        if value not in DTYPES:
-            raise ValueError(f"fsdp.{name} must be one of {', '.join(DTYPES)}; got {value!r}")
+    check_group("fsdp", {"param_dtype": param_dtype, "reduce_dtype": reduce_dtype})
     if is_sharded(model):  # configure_model may run more than once (fit, then validate)
         return model
     if activation_checkpointing:

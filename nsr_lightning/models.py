@@ -15,11 +15,12 @@ from transformers import (
 )
 from transformers.utils import logging as hf_logging
 
+from nsr_lightning.config_rules import DTYPE_NAMES, check
 from nsr_lightning.errors import UserError
 
 ASSETS = Path(__file__).parent / "assets"
 TINY_MODEL = ASSETS / "tiny_model"
-DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
+DTYPES = dict(zip(DTYPE_NAMES, (torch.float32, torch.bfloat16, torch.float16), strict=True))
 
 
 def _check_source(path: str) -> tuple[str, bool]:
@@ -55,8 +56,7 @@ def load_tokenizer(path: str):
 
 def load_policy(path: str, dtype: str = "float32") -> PreTrainedModel:
     """The causal LM in train mode (from_pretrained returns eval mode; Lightning keeps it)."""
-    if dtype not in DTYPES:
-        raise UserError(f"model.dtype must be one of {', '.join(DTYPES)}; got {dtype!r}")
+    check("model.dtype", dtype)
     src, local_only = _check_source(path)
     try:
         model = AutoModelForCausalLM.from_pretrained(src, dtype=DTYPES[dtype], local_files_only=local_only)
@@ -75,8 +75,7 @@ def load_reference(path: str, dtype: str = "float32") -> PreTrainedModel:
 def load_critic(path: str, dtype: str = "float32") -> PreTrainedModel:
     """A value model: the policy's architecture with a freshly initialised scalar head per token
     (AutoModelForTokenClassification, num_labels=1, no dropout), in train mode."""
-    if dtype not in DTYPES:
-        raise UserError(f"model.dtype must be one of {', '.join(DTYPES)}; got {dtype!r}")
+    check("model.dtype", dtype)
     src, local_only = _check_source(path)
     verbosity = hf_logging.get_verbosity()
     hf_logging.set_verbosity_error()  # "newly initialized: score.weight" is expected, not news

@@ -16,6 +16,7 @@ import numpy as np
 import torch
 
 from nsr_lightning.checkpoint import RUN_KEY
+from nsr_lightning.config_rules import check_group
 from nsr_lightning.fsdp import is_sharded, shard_model
 from nsr_lightning.metrics import RatioMetric
 from nsr_lightning.models import load_policy, load_reference, load_trained
@@ -34,7 +35,7 @@ class RLVRModule(L.LightningModule):
         model_path: str,
         objective: Objective,
         dtype: str = "float32",
-        lr: float = 1e-6,
+        lr: float = 2e-5,
         weight_decay: float = 0.01,
         betas: tuple[float, float] = (0.9, 0.999),
         fsdp: dict | None = None,
@@ -42,6 +43,7 @@ class RLVRModule(L.LightningModule):
     ) -> None:
         """update_settings: the `UpdateSettings` fields (`algo.*` and `seed`)."""
         super().__init__()
+        check_group("algo", {"lr": lr, "weight_decay": weight_decay, "betas": list(betas)})
         self.save_hyperparameters(ignore=["objective"])
         self.automatic_optimization = False
         self.objective = objective

@@ -1,10 +1,10 @@
-"""Checks that run before anything expensive (models, data, processes): config values and every
-folder the run writes to (writable, room to write). Each failure is one UserError naming the key
-to fix and what it accepts."""
+"""Checks that run before anything expensive (models, data, processes): every folder the run
+writes to (writable, room to write) and, for W&B online, an API key and a reachable server.
+Each failure is one UserError naming the key to fix.
+Config values are checked by nsr_lightning/config_rules.py."""
 
 from __future__ import annotations
 
-import math
 import os
 import shutil
 import tempfile
@@ -40,9 +40,13 @@ def weights_bytes(model_path: str) -> int:
 
 def needed_bytes(cfg) -> int:
     """About what a fit run writes: the final model, plus `checkpoint.keep` checkpoints of the
-    weights and AdamW's two moments (twice that with a critic), plus the logs."""
+    weights and AdamW's two moments, for the policy and each model the objective trains beside
+    it (about as large: a critic), plus the logs."""
+    from hydra.utils import instantiate
+
     weights = weights_bytes(cfg.model.path)
-    per_checkpoint = 3 * weights * (2 if cfg.objective.get("critic_lr") is not None else 1)
+    trained = 1 + len(instantiate(cfg.objective).extra_models())
+    per_checkpoint = 3 * weights * trained
     keep = cfg.checkpoint.keep if cfg.trainer.get("enable_checkpointing", True) else 0
     return weights + keep * per_checkpoint + LOG_MARGIN_MB * MB
 
@@ -95,106 +99,3 @@ def check_online_logger(cfg, timeout: float = 5.0) -> None:
             f"logger.wandb.offline=false: cannot reach the W&B server {host}:{port} ({e.strerror or e}); "
             f"check the network, {offline}"
         ) from None
-
-
-# ---- config values, checked right after composing (before any model, data or process) -------
-def _number(value) -> bool:
-    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
-
-
-def _int(value) -> bool:
-    return isinstance(value, int) and not isinstance(value, bool)
-
-
-# key, accepted (said in the message), test; a key absent from the config is not checked
-RULES = [
-    ("seed", "an integer >= 0", lambda v: _int(v) and v >= 0),
-    ("algo.lr", "a number > 0", lambda v: _number(v) and v > 0),
-    ("algo.weight_decay", "a number >= 0", lambda v: _number(v) and v >= 0),
-    (
-        "algo.betas",
-        "two numbers in [0, 1)",
-        lambda v: len(v) == 2 and all(_number(b) and 0 <= b < 1 for b in v),
-    ),
-    ("algo.mini_batch_size", "an integer >= 0 (0 = the whole batch)", lambda v: _int(v) and v >= 0),
-    ("algo.micro_batch_size", "an integer >= 0 (0 = the whole mini-batch)", lambda v: _int(v) and v >= 0),
-    ("algo.ppo_epochs", "an integer >= 1", lambda v: _int(v) and v >= 1),
-    ("algo.max_grad_norm", "a number > 0", lambda v: _number(v) and v > 0),
-    ("algo.max_bad_updates_in_a_row", "an integer >= 1", lambda v: _int(v) and v >= 1),
-    ("algo.logprob_chunk_size", "an integer >= 1", lambda v: _int(v) and v >= 1),
-    ("algo.logprob_check_rows", "an integer >= 0 (0 = off)", lambda v: _int(v) and v >= 0),
-    ("data.batch_size", "an integer >= 1", lambda v: _int(v) and v >= 1),
-    ("data.num_train_problems", "an integer >= data.batch_size", lambda v: _int(v) and v >= 1),
-    ("data.num_heldout_problems", "an integer >= 0", lambda v: _int(v) and v >= 0),
-    ("data.min_terms", "an integer >= 2", lambda v: _int(v) and v >= 2),
-    ("data.max_terms", "an integer >= data.min_terms", lambda v: _int(v) and v >= 2),
-    ("data.max_value", "an integer >= 1", lambda v: _int(v) and v >= 1),
-    ("rollout.n", "an integer >= 1", lambda v: _int(v) and v >= 1),
-    ("rollout.sampling.temperature", "a number >= 0 (0 = greedy)", lambda v: _number(v) and v >= 0),
-    ("rollout.sampling.top_p", "a number in (0, 1]", lambda v: _number(v) and 0 < v <= 1),
-    ("rollout.sampling.top_k", "an integer >= 0 (0 = off)", lambda v: _int(v) and v >= 0),
-    ("rollout.sampling.max_new_tokens", "an integer >= 1", lambda v: _int(v) and v >= 1),
-    ("checkpoint.every_n_steps", "an integer >= 0 (0 = only at the end)", lambda v: _int(v) and v >= 0),
-    ("checkpoint.keep", "an integer >= 1", lambda v: _int(v) and v >= 1),
-    ("checkpoint.weights_only", "true or false", lambda v: isinstance(v, bool)),
-    ("trainer.max_steps", "an integer >= 1, or -1 (no limit)", lambda v: _int(v) and (v >= 1 or v == -1)),
-    ("callbacks.pass_at_k.n", "an integer >= 1", lambda v: _int(v) and v >= 1),
-    ("callbacks.pass_at_k.every_n_steps", "an integer >= 0 (0 = off)", lambda v: _int(v) and v >= 0),
-]
-_ABSENT = object()
-
-
-def _select(cfg, key: str):
-    from omegaconf import OmegaConf
-    from omegaconf.errors import OmegaConfBaseException
-
-    try:
-        return OmegaConf.select(cfg, key, default=_ABSENT)
-    except OmegaConfBaseException as e:  # an interpolation that does not resolve, ...
-        raise UserError(f"{key}: {str(e).splitlines()[0]}") from None
-
-
-def check_config(cfg) -> None:
-    """Every value in RULES, the mini-batch against the batch, and the objective (pure, cheap to
-    build): one UserError naming the key and the accepted values, before anything is loaded."""
-    from hydra.utils import instantiate
-    from omegaconf import ListConfig
-
-    for key, accepted, ok in RULES:
-        value = _select(cfg, key)
-        if value is _ABSENT:
-            continue
-        try:
-            good = ok(list(value) if isinstance(value, ListConfig) else value)
-        except TypeError:  # len() of a number, ...
-            good = False
-        if not good:
-            raise UserError(f"{key} must be {accepted}; got {value!r}")
-    data = cfg.data
-    if "min_terms" in data and data.max_terms < data.min_terms:
-        raise UserError(
-            f"data.max_terms must be an integer >= data.min_terms ({data.min_terms}); got {data.max_terms}"
-        )
-    if "num_train_problems" in data and data.num_train_problems < data.batch_size:
-        raise UserError(
-            f"data.num_train_problems must be an integer >= data.batch_size ({data.batch_size}); "
-            f"got {data.num_train_problems}"
-        )
-    samples = cfg.data.batch_size * cfg.rollout.n
-    if cfg.algo.mini_batch_size > samples:
-        raise UserError(
-            f"algo.mini_batch_size ({cfg.algo.mini_batch_size}) is larger than the batch: data.batch_size x "
-            f"rollout.n = {samples} samples per rank; accepted: 0 (the whole batch) to {samples}"
-        )
-    from hydra.errors import HydraException
-
-    try:
-        instantiate(cfg.objective)
-    except (ValueError, TypeError, ImportError, HydraException) as e:  # its own checks, Hydra's wrapping
-        raise UserError(_innermost(e)) from None
-
-
-def _innermost(e: BaseException) -> str:
-    while e.__cause__ is not None:
-        e = e.__cause__
-    return str(e).split("Config search path:")[0].strip()

@@ -21,6 +21,7 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor, nn
 
+from nsr_lightning.config_rules import check_group
 from nsr_lightning.errors import RunStopped
 from nsr_lightning.fsdp import to_local_scalar
 from nsr_lightning.metrics import group_outcomes
@@ -48,6 +49,9 @@ class UpdateSettings:
     logprob_check_rows: int = 16
     max_bad_updates_in_a_row: int = 3
     seed: int = 0
+
+    def __post_init__(self) -> None:
+        check_group("algo", vars(self))
 
 
 def _raw(optimizer):

@@ -9,13 +9,13 @@ from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 from omegaconf import OmegaConf
 
-from nsr_lightning.cli import load_config, main
+from nsr_lightning.cli import compose, load_config, main
+from nsr_lightning.config_rules import RULES
 from nsr_lightning.data import load_problems
 from nsr_lightning.errors import UserError
-from nsr_lightning.preflight import RULES
 
-KEYS = [key for key, _, _ in RULES] + ["objective.lambda_pos", "objective.lambda_neg"]
-KEYS += ["objective.clip_ratio_low", "objective.loss_agg_mode", "objective.kl_coef", "objective.kl_estimator"]
+DEFAULT_FIT = compose("fit", ["run_dir=/tmp/unused"])
+KEYS = [key for key, _, _ in RULES if OmegaConf.select(DEFAULT_FIT, key, default=KeyError) is not KeyError]
 VALUES = st.one_of(
     st.integers(-(10**6), 10**6),
     st.floats(allow_nan=True, allow_infinity=True),

@@ -15,6 +15,7 @@ from nsr_lightning.checkpoint import AtomicCheckpointIO, find_last, resolve_ckpt
 from nsr_lightning.cli import main
 from nsr_lightning.data.datamodule import StepSampler
 from nsr_lightning.errors import UserError
+from nsr_lightning.streams import Stream, stream_seed
 
 TINY = ["trainer.max_steps=2", "data.batch_size=2", "rollout.n=4", "rollout.sampling.max_new_tokens=16"]
 TINY += ["algo.mini_batch_size=4", "callbacks=none", "checkpoint.every_n_steps=1"]
@@ -111,13 +112,17 @@ def test_step_sampler_order_is_a_function_of_the_step():
 
     assert sampler(0).steps_per_epoch == 3 and len(sampler(0)) == 9
     epoch0 = [list(sampler(r)) for r in (0, 1)]
-    perm = torch.randperm(20, generator=torch.Generator().manual_seed(5 * 1_000_003)).tolist()
+    perm = torch.randperm(
+        20, generator=torch.Generator().manual_seed(stream_seed(5, Stream.TRAIN_ORDER, 0, 0))
+    ).tolist()
     assert epoch0[0] == perm[0:3] + perm[6:9] + perm[12:15]
     assert epoch0[1] == perm[3:6] + perm[9:12] + perm[15:18]
     position["step"] = 2
     assert list(sampler(1)) == epoch0[1][6:]
     position["step"] = 4  # epoch 1, its second step: a new permutation
-    perm1 = torch.randperm(20, generator=torch.Generator().manual_seed(5 * 1_000_003 + 1)).tolist()
+    perm1 = torch.randperm(
+        20, generator=torch.Generator().manual_seed(stream_seed(5, Stream.TRAIN_ORDER, 0, 1))
+    ).tolist()
     assert list(sampler(0)) == perm1[6:9] + perm1[12:15]
     with pytest.raises(ValueError, match="data.batch_size"):
         StepSampler(5, 3, seed=0, rank=0, world=2, position=lambda: 0)

@@ -8,6 +8,7 @@ import lightning as L
 import torch
 from torch.utils.data import DataLoader, Dataset, DistributedSampler
 
+from nsr_lightning.config_rules import check_group
 from nsr_lightning.data.math_datasets import load_problems
 from nsr_lightning.data.synthetic import Problem, SyntheticTask
 from nsr_lightning.data.templates import build_prompt
@@ -151,9 +152,9 @@ class SyntheticDataModule(ProblemDataModule):
         self,
         tokenizer,
         *,
-        batch_size: int = 32,
+        batch_size: int = 16,
         num_train_problems: int = 100_000,
-        num_heldout_problems: int = 64,
+        num_heldout_problems: int = 128,
         template: str = "chat",
         min_terms: int = 3,
         max_terms: int = 5,
@@ -161,12 +162,7 @@ class SyntheticDataModule(ProblemDataModule):
         seed: int = 0,
         num_workers: int = 0,
     ) -> None:
-        if batch_size < 1:
-            raise ValueError(f"data.batch_size must be >= 1; got {batch_size}")
-        if num_heldout_problems < 0:
-            raise ValueError(f"data.num_heldout_problems must be >= 0; got {num_heldout_problems}")
-        if num_train_problems < batch_size:
-            raise ValueError(f"data.num_train_problems must be >= data.batch_size; got {num_train_problems}")
+        check_group("data", locals())
         # the task checks its arguments before the base checks the template
         task = SyntheticTask(min_terms=min_terms, max_terms=max_terms, max_value=max_value, seed=seed)
         super().__init__(
@@ -217,8 +213,7 @@ class MathDataModule(ProblemDataModule):
         seed: int = 0,
         num_workers: int = 0,
     ) -> None:
-        if batch_size < 1:
-            raise ValueError(f"data.batch_size must be >= 1; got {batch_size}")
+        check_group("data", locals())
         super().__init__(
             tokenizer, batch_size=batch_size, template=template, seed=seed, num_workers=num_workers
         )

@@ -20,6 +20,7 @@ import os
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from nsr_lightning.config_rules import check
 from nsr_lightning.data.synthetic import Problem, SyntheticTask
 from nsr_lightning.errors import UserError
 from nsr_lightning.rewards.extract import extract_boxed
@@ -63,8 +64,7 @@ def load_problems(
     seed: int = 0,
 ) -> list[Problem]:
     """The problems of data set ``name`` (first ``limit`` only when given)."""
-    if limit is not None and limit < 1:
-        raise UserError(f"data set {name}: limit must be >= 1 or null; got {limit}")
+    check("data.limit", limit)
     if name == SYNTHETIC and path is None:
         return SyntheticTask(seed=seed).heldout_problems(limit or 128)
     spec = DATASETS.get(name)

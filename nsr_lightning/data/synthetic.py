@@ -25,6 +25,8 @@ import random
 import re
 from dataclasses import dataclass
 
+from nsr_lightning.config_rules import check, check_group
+
 __all__ = ["HELDOUT_BUCKETS", "Problem", "SyntheticTask"]
 
 HELDOUT_BUCKETS = 8  # one question in 8 belongs to the held-out partition
@@ -57,17 +59,8 @@ class SyntheticTask:
     """
 
     def __init__(self, *, min_terms: int = 3, max_terms: int = 5, max_value: int = 20, seed: int = 0):
-        for name, value in (("min_terms", min_terms), ("max_terms", max_terms), ("max_value", max_value)):
-            if not _is_int(value):
-                raise ValueError(f"SyntheticTask: {name} must be an int, got {value!r}")
-        if not _is_int(seed):
-            raise ValueError(f"SyntheticTask: seed must be an int, got {seed!r}")
-        if min_terms < 2:
-            raise ValueError(f"SyntheticTask: min_terms must be >= 2, got {min_terms}")
-        if max_terms < min_terms:
-            raise ValueError(f"SyntheticTask: max_terms ({max_terms}) must be >= min_terms ({min_terms})")
-        if max_value < 1:
-            raise ValueError(f"SyntheticTask: max_value must be >= 1, got {max_value}")
+        check_group("data", {"min_terms": min_terms, "max_terms": max_terms, "max_value": max_value})
+        check("seed", seed)
         self.min_terms = min_terms
         self.max_terms = max_terms
         self.max_value = max_value

@@ -15,47 +15,26 @@ Shared by every objective and set from its config:
 - clip range (symmetric or asymmetric), entropy bonus, KL coefficient and estimator, and the
   loss aggregation mode.
 
+The defaults in the signatures here are the only ones: configs/objective/*.yaml take them from
+these signatures (nsr_lightning/configs/__init__.py); nsr_lightning/config_rules.py checks them.
+
 Pure tensor code: no Lightning, no engine.
 """
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass, field
 
 import torch
 from torch import Tensor
 
-from nsr_lightning.objectives.functional import (
-    KL_ESTIMATORS,
-    LOSS_AGG_MODES,
-    aggregate,
-    group_stats,
-    kl_estimate,
-)
+from nsr_lightning.config_rules import check_group
+from nsr_lightning.objectives.functional import aggregate, group_stats, kl_estimate
 
 
 def is_correct(rewards: Tensor) -> Tensor:
     """A verifiable reward is correct when it is positive (rewards are 1 / 0 or 1 / -1)."""
     return rewards > 0
-
-
-def typed(name: str, value, kind: type):
-    """`value` as a finite float, an int or a bool, or one clear error naming objective.<name>
-    (a config value like `objective.kl_coef=abc` or `objective.std_normalize=yes` stops here)."""
-    if kind is bool and isinstance(value, bool):
-        return value
-    if kind is int and isinstance(value, int) and not isinstance(value, bool):
-        return value
-    if (
-        kind is float
-        and isinstance(value, (int, float))
-        and not isinstance(value, bool)
-        and math.isfinite(value)
-    ):
-        return float(value)
-    what = {bool: "true or false", int: "an integer", float: "a finite number"}[kind]
-    raise ValueError(f"objective.{name} must be {what}; got {value!r}")
 
 
 @dataclass(frozen=True)
@@ -86,11 +65,6 @@ class Prepared:
     outputs: dict[str, Tensor] = field(default_factory=dict)
 
 
-def _check(ok: bool, message: str) -> None:
-    if not ok:
-        raise ValueError(message)
-
-
 class Objective:
     """Base class: clipped surrogate with all samples kept and a zero advantage.
 
@@ -103,66 +77,22 @@ class Objective:
     def __init__(
         self,
         *,
-        name: str | None = None,
-        lambda_pos: float = 1.0,
-        lambda_neg: float = 1.0,
-        clip_ratio_low: float = 0.2,
-        clip_ratio_high: float = 0.2,
-        entropy_coef: float = 0.0,
-        kl_coef: float = 0.0,
-        kl_estimator: str = "k3",
-        loss_agg_mode: str = "token-mean",
-        norm_length: int | None = None,
-        drop_all_correct_groups: bool = False,
-        drop_all_wrong_groups: bool = False,
-        dynamic_sampling: bool = False,
-        max_sampling_rounds: int = 1,
+        name: str | None = None,  # for logs (None: the class's name)
+        lambda_pos: float = 1.0,  # weight of correct samples' advantages (0 drops them: NSR)
+        lambda_neg: float = 1.0,  # weight of incorrect samples' advantages (0 drops them: PSR)
+        clip_ratio_low: float = 0.2,  # PPO clip: ratio >= 1 - clip_ratio_low
+        clip_ratio_high: float = 0.2,  # PPO clip: ratio <= 1 + clip_ratio_high (above low: clip-higher)
+        entropy_coef: float = 0.0,  # entropy bonus (paper: 1e-4; reference code: 1e-3)
+        kl_coef: float = 0.0,  # KL(pi || pi_ref) loss term; a reference model exists only when > 0
+        kl_estimator: str = "k3",  # k1 | k2 | k3 (k3 = "low_var_kl", unbiased and >= 0)
+        loss_agg_mode: str = "token-mean",  # token-mean | seq-mean-token-mean | seq-mean-token-sum-norm
+        norm_length: int | None = None,  # seq-mean-token-sum-norm's constant length (None: padded length)
+        drop_all_correct_groups: bool = False,  # drop prompts whose responses are all correct
+        drop_all_wrong_groups: bool = False,  # drop prompts whose responses are all wrong
+        dynamic_sampling: bool = False,  # sample more prompts until the batch holds enough kept groups
+        max_sampling_rounds: int = 1,  # generation rounds per step at most, with dynamic sampling
     ) -> None:
-        lambda_pos, lambda_neg = (
-            typed("lambda_pos", lambda_pos, float),
-            typed("lambda_neg", lambda_neg, float),
-        )
-        clip_ratio_low = typed("clip_ratio_low", clip_ratio_low, float)
-        clip_ratio_high = typed("clip_ratio_high", clip_ratio_high, float)
-        entropy_coef, kl_coef = typed("entropy_coef", entropy_coef, float), typed("kl_coef", kl_coef, float)
-        norm_length = None if norm_length is None else typed("norm_length", norm_length, int)
-        drop_all_correct_groups = typed("drop_all_correct_groups", drop_all_correct_groups, bool)
-        drop_all_wrong_groups = typed("drop_all_wrong_groups", drop_all_wrong_groups, bool)
-        dynamic_sampling = typed("dynamic_sampling", dynamic_sampling, bool)
-        max_sampling_rounds = typed("max_sampling_rounds", max_sampling_rounds, int)
-        _check(
-            lambda_pos >= 0 and lambda_neg >= 0,
-            f"objective.lambda_pos and objective.lambda_neg must be >= 0; got {lambda_pos}, {lambda_neg}",
-        )
-        _check(
-            lambda_pos > 0 or lambda_neg > 0,
-            "objective.lambda_pos and objective.lambda_neg cannot both be 0: nothing to learn",
-        )
-        _check(
-            0.0 <= clip_ratio_low < 1.0, f"objective.clip_ratio_low must be in [0, 1); got {clip_ratio_low}"
-        )
-        _check(clip_ratio_high >= 0.0, f"objective.clip_ratio_high must be >= 0; got {clip_ratio_high}")
-        _check(entropy_coef >= 0.0, f"objective.entropy_coef must be >= 0; got {entropy_coef}")
-        _check(kl_coef >= 0.0, f"objective.kl_coef must be >= 0 (0 = no reference model); got {kl_coef}")
-        _check(
-            kl_estimator in KL_ESTIMATORS,
-            f"objective.kl_estimator must be one of {', '.join(KL_ESTIMATORS)}; got {kl_estimator!r}",
-        )
-        _check(
-            loss_agg_mode in LOSS_AGG_MODES,
-            f"objective.loss_agg_mode must be one of {', '.join(LOSS_AGG_MODES)}; got {loss_agg_mode!r}",
-        )
-        _check(
-            norm_length is None or norm_length > 0,
-            f"objective.norm_length must be > 0 or null (the padded length); got {norm_length}",
-        )
-        _check(
-            max_sampling_rounds >= 1, f"objective.max_sampling_rounds must be >= 1; got {max_sampling_rounds}"
-        )
-        _check(
-            not dynamic_sampling or drop_all_correct_groups or drop_all_wrong_groups,
-            "objective.dynamic_sampling needs a group filter (drop_all_correct_groups or drop_all_wrong_groups)",
-        )
+        check_group("objective", locals())  # every knob, by the rule table
         if name:
             self.name = str(name)
         self.lambda_pos = float(lambda_pos)

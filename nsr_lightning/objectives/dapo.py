@@ -22,13 +22,13 @@ class DAPO(GRPO):
         self,
         *,
         clip_ratio_low: float = 0.2,
-        clip_ratio_high: float = 0.28,
+        clip_ratio_high: float = 0.28,  # clip-higher
         loss_agg_mode: str = "token-mean",
         kl_coef: float = 0.0,
         drop_all_correct_groups: bool = True,
         drop_all_wrong_groups: bool = True,
-        dynamic_sampling: bool = True,
-        max_sampling_rounds: int = 10,
+        dynamic_sampling: bool = True,  # refill the batch with fresh prompts ...
+        max_sampling_rounds: int = 10,  # ... in at most this many generation rounds per step
         **shared,
     ) -> None:
         super().__init__(

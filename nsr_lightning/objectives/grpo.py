@@ -10,7 +10,8 @@ from __future__ import annotations
 
 from torch import Tensor
 
-from nsr_lightning.objectives.base import Objective, typed
+from nsr_lightning.config_rules import check_group
+from nsr_lightning.objectives.base import Objective
 from nsr_lightning.objectives.functional import group_stats
 
 
@@ -20,16 +21,14 @@ class GRPO(Objective):
     def __init__(
         self,
         *,
-        std_normalize: bool = True,
-        adv_eps: float = 1e-6,
-        kl_coef: float = 1e-3,
+        std_normalize: bool = True,  # divide by the group's reward std (False: Dr.GRPO's advantage)
+        adv_eps: float = 1e-6,  # (r - mean) / (std + adv_eps)
+        kl_coef: float = 1e-3,  # the paper's setup
         loss_agg_mode: str = "token-mean",
         **shared,
     ) -> None:
         super().__init__(kl_coef=kl_coef, loss_agg_mode=loss_agg_mode, **shared)
-        std_normalize, adv_eps = typed("std_normalize", std_normalize, bool), typed("adv_eps", adv_eps, float)
-        if adv_eps <= 0:
-            raise ValueError(f"objective.adv_eps must be > 0; got {adv_eps}")
+        check_group("objective", {"std_normalize": std_normalize, "adv_eps": adv_eps})
         self.std_normalize = bool(std_normalize)
         self.adv_eps = float(adv_eps)
 

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 from torch import Tensor
 
-from nsr_lightning.objectives.base import typed
+from nsr_lightning.config_rules import check_group
 from nsr_lightning.objectives.grpo import GRPO
 
 
@@ -22,10 +22,10 @@ class NGRPO(GRPO):
     def __init__(
         self,
         *,
-        virtual_samples: int = 1,
-        virtual_reward: float = 1.0,
-        clip_ratio_low: float = 0.16,
-        clip_ratio_high: float = 0.24,
+        virtual_samples: int = 1,  # K virtual samples per group (the paper: 1)
+        virtual_reward: float = 1.0,  # their reward, the maximum (r_max = 1)
+        clip_ratio_low: float = 0.16,  # tighter for negative advantages
+        clip_ratio_high: float = 0.24,  # looser for positive advantages
         kl_coef: float = 0.0,
         drop_all_correct_groups: bool = True,
         **shared,
@@ -37,10 +37,7 @@ class NGRPO(GRPO):
             drop_all_correct_groups=drop_all_correct_groups,
             **shared,
         )
-        virtual_samples = typed("virtual_samples", virtual_samples, int)
-        virtual_reward = typed("virtual_reward", virtual_reward, float)
-        if virtual_samples < 0:
-            raise ValueError(f"objective.virtual_samples must be >= 0; got {virtual_samples}")
+        check_group("objective", {"virtual_samples": virtual_samples, "virtual_reward": virtual_reward})
         self.virtual_samples = int(virtual_samples)
         self.virtual_reward = float(virtual_reward)
 

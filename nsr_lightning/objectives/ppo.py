@@ -17,14 +17,9 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
-from nsr_lightning.objectives.base import Objective, Prepared, TrainedModel, typed
-from nsr_lightning.objectives.functional import (
-    KL_ESTIMATORS,
-    aggregate,
-    kl_estimate,
-    masked_var,
-    masked_whiten,
-)
+from nsr_lightning.config_rules import check_group
+from nsr_lightning.objectives.base import Objective, Prepared, TrainedModel
+from nsr_lightning.objectives.functional import aggregate, kl_estimate, masked_var, masked_whiten
 
 
 def gae(
@@ -56,40 +51,18 @@ class PPO(Objective):
     def __init__(
         self,
         *,
-        critic_lr: float = 1e-5,
-        critic_model_path: str | None = None,
-        gamma: float = 1.0,
-        gae_lambda: float = 1.0,
-        value_clip: float = 0.2,
-        kl_penalty_coef: float = 1e-3,
-        kl_penalty_estimator: str = "k1",
-        whiten_advantages: bool = True,
+        critic_lr: float = 1e-5,  # the value model's own learning rate (the paper: 1e-5)
+        critic_model_path: str | None = None,  # None: a copy of the policy's weights, new scalar head
+        gamma: float = 1.0,  # GAE discount
+        gae_lambda: float = 1.0,  # GAE lambda
+        value_clip: float = 0.2,  # clip the value update around the old values (0 = off)
+        kl_penalty_coef: float = 1e-3,  # r_t -= coef * KL_t(pi_old || pi_ref) (the paper: 1e-3)
+        kl_penalty_estimator: str = "k1",  # k1 | k2 | k3
+        whiten_advantages: bool = True,  # advantages standardised over the batch's response tokens
         **shared,
     ) -> None:
         super().__init__(**shared)
-        critic_lr, gamma = typed("critic_lr", critic_lr, float), typed("gamma", gamma, float)
-        gae_lambda, value_clip = (
-            typed("gae_lambda", gae_lambda, float),
-            typed("value_clip", value_clip, float),
-        )
-        kl_penalty_coef = typed("kl_penalty_coef", kl_penalty_coef, float)
-        whiten_advantages = typed("whiten_advantages", whiten_advantages, bool)
-        if critic_model_path is not None and not isinstance(critic_model_path, str):
-            raise ValueError(f"objective.critic_model_path must be a path or null; got {critic_model_path!r}")
-        if critic_lr <= 0:
-            raise ValueError(f"objective.critic_lr must be > 0; got {critic_lr}")
-        if not (0 <= gamma <= 1 and 0 <= gae_lambda <= 1):
-            raise ValueError(
-                f"objective.gamma and objective.gae_lambda must be in [0, 1]; got {gamma}, {gae_lambda}"
-            )
-        if value_clip < 0:
-            raise ValueError(f"objective.value_clip must be >= 0 (0 = off); got {value_clip}")
-        if kl_penalty_coef < 0:
-            raise ValueError(f"objective.kl_penalty_coef must be >= 0; got {kl_penalty_coef}")
-        if kl_penalty_estimator not in KL_ESTIMATORS:
-            raise ValueError(
-                f"objective.kl_penalty_estimator must be one of {', '.join(KL_ESTIMATORS)}; got {kl_penalty_estimator!r}"
-            )
+        check_group("objective", locals())  # its own knobs (the shared ones: Objective)
         self.critic_lr = float(critic_lr)
         self.critic_model_path = critic_model_path
         self.gamma = float(gamma)

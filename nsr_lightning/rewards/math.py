@@ -19,6 +19,7 @@ import logging
 import os
 import re
 
+from nsr_lightning.config_rules import check_group
 from nsr_lightning.rewards.extract import extract_boxed, normalize_answer, preview
 from nsr_lightning.rewards.pool import WorkerPool
 
@@ -71,12 +72,7 @@ class MathVerifyReward:
         cache_size: int = 100_000,
         memory_limit_mb: int = 4096,
     ) -> None:
-        if num_workers is not None and num_workers < 1:
-            raise ValueError(f"reward.num_workers must be >= 1 (or null for automatic); got {num_workers}")
-        if not timeout_s > 0:
-            raise ValueError(f"reward.timeout_s must be > 0; got {timeout_s}")
-        if max_answer_chars < 1 or chunk_size < 1 or cache_size < 0:
-            raise ValueError("reward.max_answer_chars and reward.chunk_size must be >= 1, cache_size >= 0")
+        check_group("reward", locals())
         self.num_workers = num_workers or max(1, min(4, os.cpu_count() or 1))
         self.timeout_s = float(timeout_s)
         self.max_answer_chars = int(max_answer_chars)

@@ -11,6 +11,8 @@ from dataclasses import dataclass, field, fields, replace
 import torch
 from torch import Tensor
 
+from nsr_lightning.config_rules import check_group
+
 
 def position_ids(attention_mask: Tensor) -> Tensor:
     """Positions of left-padded rows: 0 at each row's first real token (padding gets 0 too)."""
@@ -24,17 +26,10 @@ class SamplingConfig:
     temperature: float = 1.0
     top_p: float = 1.0
     top_k: int = 0
-    max_new_tokens: int = 64
+    max_new_tokens: int = 80
 
     def __post_init__(self) -> None:
-        if self.temperature < 0:
-            raise ValueError(f"rollout.sampling.temperature must be >= 0; got {self.temperature}")
-        if not 0 < self.top_p <= 1:
-            raise ValueError(f"rollout.sampling.top_p must be in (0, 1]; got {self.top_p}")
-        if self.top_k < 0:
-            raise ValueError(f"rollout.sampling.top_k must be >= 0 (0 = off); got {self.top_k}")
-        if self.max_new_tokens < 1:
-            raise ValueError(f"rollout.sampling.max_new_tokens must be >= 1; got {self.max_new_tokens}")
+        check_group("rollout.sampling", {f.name: getattr(self, f.name) for f in fields(self)})
 
 
 @dataclass

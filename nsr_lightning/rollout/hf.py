@@ -7,6 +7,7 @@ import sys
 import torch
 from torch import Tensor, nn
 
+from nsr_lightning.config_rules import check
 from nsr_lightning.fsdp import is_sharded
 from nsr_lightning.rollout.batch import RolloutBatch, SamplingConfig, build_batch, pad_stack
 from nsr_lightning.rollout.decode import UnsupportedCache, sample_responses
@@ -26,8 +27,7 @@ class HFEngine:
     name = "hf"
 
     def __init__(self, tokenizer, *, batch_size: int = 512, lean: bool = True) -> None:
-        if batch_size < 1:
-            raise ValueError(f"rollout.engine.batch_size must be >= 1; got {batch_size}")
+        check("rollout.engine.batch_size", batch_size)
         self.tokenizer = tokenizer
         self.batch_size = int(batch_size)
         if tokenizer.pad_token_id is None or tokenizer.eos_token_id is None:

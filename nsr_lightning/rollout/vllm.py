@@ -25,6 +25,7 @@ import torch
 from lightning.pytorch.utilities import rank_zero_info
 from torch import nn
 
+from nsr_lightning.config_rules import check_group
 from nsr_lightning.errors import UserError
 from nsr_lightning.fsdp import iter_full_tensors
 from nsr_lightning.rollout.batch import RolloutBatch, SamplingConfig, build_batch
@@ -50,7 +51,7 @@ class VLLMEngine:
         gpu_memory_utilization: float = 0.3,
         kv_cache_memory_bytes: int | None = None,
         max_model_len: int | None = None,
-        max_num_batched_tokens: int | None = None,
+        max_num_batched_tokens: int | None = 16384,
         max_num_seqs: int | None = None,
         enforce_eager: bool = True,
         enable_prefix_caching: bool = True,
@@ -62,12 +63,9 @@ class VLLMEngine:
     ) -> None:
         if importlib.util.find_spec("vllm") is None:
             raise UserError(INSTALL_HINT)
-        if not 0 < gpu_memory_utilization <= 1:
-            raise ValueError(
-                f"rollout.engine.gpu_memory_utilization must be in (0, 1]; got {gpu_memory_utilization}"
-            )
-        if sleep_level not in (1, 2):
-            raise ValueError(f"rollout.engine.sleep_level must be 1 or 2; got {sleep_level}")
+        check_group(
+            "rollout.engine", {"gpu_memory_utilization": gpu_memory_utilization, "sleep_level": sleep_level}
+        )
         if tokenizer.pad_token_id is None or tokenizer.eos_token_id is None:
             raise ValueError("the tokenizer needs a pad token and an EOS token")
         self.tokenizer = tokenizer
