@@ -127,6 +127,7 @@ def main(argv: list[str] | None = None) -> int:
     from omegaconf import OmegaConf
     from omegaconf.errors import OmegaConfBaseException
 
+    from nsr_lightning.checkpoint import resolve_ckpt_path
     from nsr_lightning.errors import RunStopped, UserError, disk_full_error, is_disk_full
     from nsr_lightning.preflight import check_online_logger, check_run_folders
     from nsr_lightning.run_dir import RunLock, check_not_finished, is_launcher
@@ -149,6 +150,8 @@ def main(argv: list[str] | None = None) -> int:
                 lock.acquire()
                 if command == "fit":
                     check_not_finished(cfg)
+            if command == "fit":
+                resolve_ckpt_path(cfg.get("ckpt_path"), cfg.run_dir, report=None)  # a missing one fails now
             built = build_evaluate(cfg) if command == "evaluate" else build_fit(cfg)
         except (ValueError, TypeError, HydraException, OmegaConfBaseException) as e:
             raise UserError(_one_message(e)) from None

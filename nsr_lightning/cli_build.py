@@ -11,12 +11,11 @@ def build_fit(cfg):
     from omegaconf import OmegaConf
 
     from nsr_lightning.callbacks import RolloutCallback, RunEndCallback
-    from nsr_lightning.checkpoint import AtomicCheckpointIO, periodic_checkpoints, resolve_ckpt_path
+    from nsr_lightning.checkpoint import AtomicCheckpointIO, periodic_checkpoints
     from nsr_lightning.models import load_tokenizer
     from nsr_lightning.module import RLVRModule
 
     transformers.logging.disable_progress_bar()  # one "Loading weights" bar per rank is noise
-    resolve_ckpt_path(cfg.get("ckpt_path"), cfg.run_dir)  # a missing checkpoint fails now
     L.seed_everything(cfg.seed, workers=True, verbose=False)
     tokenizer = load_tokenizer(cfg.model.path)
     objective = instantiate(cfg.objective)
