@@ -185,11 +185,12 @@ def resolve_ckpt_path(
     return str(last) if last is not None else None
 
 
-def read_meta(ckpt_path: str, weights_only: bool = True) -> dict:
-    """The checkpoint's plain entries (its step, what it was saved with), tensors left on disk."""
+def read_meta(ckpt_path: str) -> dict:
+    """The checkpoint's plain entries (its step, what it was saved with), tensors left on disk;
+    weights-only (pickle.UnpicklingError for a file holding other objects)."""
     path = Path(ckpt_path)
     path = path / "meta.pt" if path.is_dir() else path
-    return torch.load(path, map_location="cpu", mmap=True, weights_only=weights_only)
+    return torch.load(path, map_location="cpu", mmap=True, weights_only=True)
 
 
 def check_resumable(meta: dict, ckpt_path: str, max_steps: int, run: dict) -> None:

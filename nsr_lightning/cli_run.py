@@ -54,8 +54,10 @@ def _checked_ckpt_path(cfg, trainer, module) -> str | None:
     if ckpt_path is None:
         return None
     try:
-        meta = read_meta(ckpt_path, weights_only=cfg.checkpoint.weights_only)
+        meta = read_meta(ckpt_path)
     except pickle.UnpicklingError as e:  # weights-only loading met something else: nothing of it ran
+        if not cfg.checkpoint.weights_only:
+            return ckpt_path  # a file the user trusts: Lightning loads it in full, unchecked here
         raise UserError(
             f"ckpt_path: {ckpt_path} holds more than weights and plain data, so weights-only loading refused "
             f"it ({str(e).splitlines()[0][:200]}); only for a file you trust: checkpoint.weights_only=false"
