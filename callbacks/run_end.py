@@ -21,14 +21,24 @@ import lightning as L
 import torch
 from lightning.pytorch.utilities import rank_zero_info
 
+from nsr_lightning.run_dir import set_signal
+
 
 class RunEndCallback(L.Callback):
     def __init__(self) -> None:
         self.signal_received: int | None = None
         self.trained = False
 
+    def record(self, signum, frame=None) -> None:
+        """A signal before training starts (setup, restore): acted on after the first step."""
+        self.signal_received = self.signal_received or signum
+
     def on_fit_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         self.trained = False
+
+    def on_exception(self, trainer, pl_module, exception: BaseException) -> None:
+        if isinstance(exception, KeyboardInterrupt):  # Ctrl-C outside our handler (before training)
+            self.record(signal.SIGINT)
 
     def on_train_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         """Lightning installed its SIGTERM handler just before (its teardown restores the old ones)."""
@@ -48,8 +58,8 @@ class RunEndCallback(L.Callback):
                 f"\n{signal.Signals(signum).name}: stopping after this step and saving a checkpoint{again}"
             )
 
-        signal.signal(signal.SIGTERM, on_signal)
-        signal.signal(signal.SIGINT, on_signal)
+        set_signal(signal.SIGTERM, on_signal)
+        set_signal(signal.SIGINT, on_signal)
 
     def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
         stop = self.signal_received is not None

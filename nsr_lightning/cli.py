@@ -130,10 +130,10 @@ def main(argv: list[str] | None = None) -> int:
     from nsr_lightning.checkpoint import resolve_ckpt_path
     from nsr_lightning.errors import RunStopped, UserError, disk_full_error, is_disk_full
     from nsr_lightning.preflight import check_online_logger, check_run_folders
-    from nsr_lightning.run_dir import RunLock, check_not_finished, is_launcher
+    from nsr_lightning.run_dir import RunLock, check_not_finished, is_launcher, set_signal
 
     lock = None
-    previous_sigterm = signal.signal(signal.SIGTERM, _stop_now)  # until the run hands it to Lightning
+    previous_sigterm = set_signal(signal.SIGTERM, _stop_now)  # until the run hands it to Lightning
     try:
         try:  # everything a user can get wrong fails here, before any training
             if wants_help:
@@ -174,7 +174,8 @@ def main(argv: list[str] | None = None) -> int:
         print(f"\n{signal.Signals(signum).name} before the run started", file=sys.stderr, flush=True)
         return 128 + signum
     finally:
-        signal.signal(signal.SIGTERM, previous_sigterm)
+        if previous_sigterm is not None:
+            set_signal(signal.SIGTERM, previous_sigterm)
         if lock is not None:
             lock.release()
 

@@ -8,7 +8,7 @@ import pickle
 import signal
 import sys
 
-from nsr_lightning.run_dir import resume_command, save_final_model
+from nsr_lightning.run_dir import resume_command, save_final_model, set_signal
 
 STOP_EXIT = 128  # a run stopped by signal s exits 128 + s (SIGTERM: 143, SIGINT: 130)
 
@@ -26,7 +26,7 @@ def run_evaluate(cfg, run, overrides: list[str]) -> int:
     def on_sigterm(signum, frame) -> None:
         raise KeyboardInterrupt(signum)
 
-    previous = signal.signal(signal.SIGTERM, on_sigterm)
+    previous = set_signal(signal.SIGTERM, on_sigterm)
     try:
         run()
     except KeyboardInterrupt as e:  # Ctrl-C, or SIGTERM above: the finished problems are on disk
@@ -35,7 +35,8 @@ def run_evaluate(cfg, run, overrides: list[str]) -> int:
         print(f"\ninterrupted; to resume: {hint}", file=sys.stderr, flush=True)
         return STOP_EXIT + signum
     finally:
-        signal.signal(signal.SIGTERM, previous)
+        if previous is not None:
+            set_signal(signal.SIGTERM, previous)
     print(f"\nresults:     {cfg.run_dir}/summary.json", flush=True)
     return 0
 
@@ -89,7 +90,7 @@ def run_fit(cfg, trainer, module, datamodule, overrides: list[str] | None = None
                 raise
             raise UserError(f"logger.wandb: W&B refused the run ({str(e).splitlines()[0][:200]})") from None
     run_end = next(c for c in trainer.callbacks if isinstance(c, RunEndCallback))
-    signal.signal(signal.SIGTERM, signal.SIG_DFL)  # Lightning's handler from here (it chains others)
+    set_signal(signal.SIGTERM, run_end.record)  # Lightning's handler from fit's start (it chains this one)
     try:
         trainer.fit(
             module, datamodule=datamodule, ckpt_path=ckpt_path, weights_only=cfg.checkpoint.weights_only

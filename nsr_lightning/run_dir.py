@@ -17,14 +17,23 @@ import contextlib
 import os
 import shlex
 import shutil
+import signal
 import socket
 import sys
+import threading
 from pathlib import Path
 
 from nsr_lightning.errors import UserError, disk_full_error, is_disk_full
 
 LOCK = ".lock"
 FINAL = "final_model"
+
+
+def set_signal(signum: int, handler):
+    """signal.signal where Python allows it (the main thread): the previous handler, else None."""
+    if threading.current_thread() is not threading.main_thread():
+        return None
+    return signal.signal(signum, handler)
 
 
 def is_launcher() -> bool:
