@@ -54,9 +54,8 @@ class RunEndCallback(L.Callback):
             if signum == signal.SIGTERM and launcher is not None:
                 launcher.kill(signum)  # Lightning's child processes (a no-op in them)
             again = " (Ctrl-C again to stop at once)" if signum == signal.SIGINT else ""
-            rank_zero_info(
-                f"\n{signal.Signals(signum).name}: stopping after this step and saving a checkpoint{again}"
-            )
+            what = "finishing the run's end" if trainer.fit_loop.done else "stopping after this step"
+            rank_zero_info(f"\n{signal.Signals(signum).name}: {what} and saving a checkpoint{again}")
 
         set_signal(signal.SIGTERM, on_signal)
         set_signal(signal.SIGINT, on_signal)
