@@ -10,19 +10,23 @@ entropy on the test set, tracked across training steps (section 4.1). Off by def
   problem sampled at `temperature` (the policy's own samples, as `rollout/entropy` on training
   prompts), nats per token.
 
-It reuses the rollout callback's engine and reward and the trainer's log-prob code; problems are
-sharded over data-parallel ranks and the sums reduced.
+It reuses the rollout callback's engine and reward and the trainer's log-prob code, in chunks of
+`algo.logprob_chunk_size` rows; problems are sharded over data-parallel ranks and the sums
+reduced (a rank without a problem runs a stand-in one and drops it: under FSDP2 every generate
+and forward is a collective). Its history is saved in checkpoints, so a resumed run keeps it.
 """
 
 from __future__ import annotations
 
+import math
 import os
 
 import lightning as L
 import torch
-from nsr_lightning.callbacks.common import rollout_callback, write_json
+from nsr_lightning.callbacks.common import rank_rows, rollout_callback, write_json
 
 from nsr_lightning.config_rules import check_group
+from nsr_lightning.fsdp import is_sharded
 from nsr_lightning.logprobs import response_logprobs
 from nsr_lightning.rollout import SamplingConfig
 from nsr_lightning.streams import Stream, stream_seed
@@ -45,8 +49,15 @@ class HeldOutDynamicsCallback(L.Callback):
         self.max_new_tokens, self.seed = max_new_tokens, int(seed)
         self.history: list[dict] = []  # {"step", "greedy_accuracy", "entropy"}
 
+    def state_dict(self) -> dict:  # saved in checkpoints: a resumed run keeps its history
+        return {"history": self.history}
+
+    def load_state_dict(self, state_dict: dict) -> None:
+        self.history = list(state_dict.get("history", []))
+
     def on_train_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
-        if self.every_n_steps:
+        # before training; a resumed run measured its step already when it has it in its history
+        if self.every_n_steps and not any(h["step"] == trainer.global_step for h in self.history):
             self.measure(trainer, pl_module)
 
     def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
@@ -59,7 +70,7 @@ class HeldOutDynamicsCallback(L.Callback):
         rollout.sync_if_changed(pl_module)
         max_new = self.max_new_tokens or rollout.sampling.max_new_tokens
         rows = next(iter(trainer.datamodule.heldout().values()), [])[: self.num_problems]  # first set
-        mine = rows[trainer.global_rank :: trainer.world_size]
+        mine, real = rank_rows(trainer, rows)
         prompts = [r["prompt_ids"] for r in mine]
         model, engine = pl_module.model, rollout.engine
         # sums over this rank: correct greedy answers, problems, entropy x tokens, tokens
@@ -79,11 +90,8 @@ class HeldOutDynamicsCallback(L.Callback):
                     sampling=SamplingConfig(temperature=self.temperature, max_new_tokens=max_new),
                     seed=step_seed,
                 )
-                was_training = model.training
-                model.eval()
-                _, entropy = response_logprobs(model, sampled.to(pl_module.device))  # (N, R)
-                model.train(was_training)
-                sums[2], sums[3] = float(entropy.sum()), float(sampled.response_mask.sum())
+                sums[2], sums[3] = self._entropy(trainer, pl_module, sampled.to(pl_module.device))
+            sums = sums if real else torch.zeros_like(sums)  # a stand-in problem counts nothing
         if trainer.world_size > 1:
             sums = trainer.strategy.reduce(sums.to(pl_module.device), reduce_op="sum").cpu()
         record = {
@@ -94,6 +102,32 @@ class HeldOutDynamicsCallback(L.Callback):
         self.history.append(record)
         self._log(trainer, record)
         return record
+
+    @torch.no_grad()
+    def _entropy(self, trainer, pl_module, sampled) -> tuple[float, float]:
+        """(sum of token entropies, tokens) of `sampled`, in forwards of `algo.logprob_chunk_size`
+        rows, as the module's no-grad passes; under FSDP2 every rank runs as many forwards."""
+        model, was_training = pl_module.model, pl_module.model.training
+        update = getattr(pl_module, "update", None)
+        size = update.settings.logprob_chunk_size if update is not None else 64
+        count = math.ceil(len(sampled) / size)
+        if trainer.world_size > 1 and is_sharded(model):
+            t = torch.tensor(count, device=pl_module.device)
+            count = int(trainer.strategy.reduce(t, reduce_op="max"))
+        model.eval()
+        total, tokens = 0.0, 0.0
+        for c in range(count):
+            rows = torch.arange(min(c * size, len(sampled)), min((c + 1) * size, len(sampled)))
+            if len(rows) == 0:  # FSDP2: this rank's share of a collective forward
+                model(
+                    input_ids=torch.zeros((1, 2), dtype=torch.long, device=pl_module.device), use_cache=False
+                )
+                continue
+            sub = sampled.select(rows)
+            _, entropy = response_logprobs(model, sub, chunk_size=size)  # (c, R)
+            total, tokens = total + float(entropy.sum()), tokens + float(sub.response_mask.sum())
+        model.train(was_training)
+        return total, tokens
 
     def _log(self, trainer: L.Trainer, record: dict) -> None:
         log_dir = trainer.log_dir or trainer.default_root_dir  # a collective: every rank must ask

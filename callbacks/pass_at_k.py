@@ -14,7 +14,7 @@ import os
 import lightning as L
 import torch
 from lightning.pytorch.utilities import rank_zero_info
-from nsr_lightning.callbacks.common import rollout_callback, write_json
+from nsr_lightning.callbacks.common import rank_rows, rollout_callback, write_json
 from nsr_lightning.callbacks.rollout import RolloutCallback
 
 from nsr_lightning.config_rules import check_group
@@ -92,7 +92,7 @@ class PassAtKCallback(L.Callback):
     def _counts(self, trainer, pl_module, rollout: RolloutCallback, rows: list[dict], sampling) -> list[int]:
         """Correct counts per problem, in problem order, gathered from every rank."""
         world, rank = trainer.world_size, trainer.global_rank
-        mine = rows[rank::world]
+        mine, real = rank_rows(trainer, rows)  # a rank without a problem samples a stand-in one
         per_rank = math.ceil(len(rows) / world)
         local = torch.full((per_rank,), -1, dtype=torch.long)
         if mine:
@@ -106,7 +106,8 @@ class PassAtKCallback(L.Callback):
                 seed=stream_seed(self.seed, Stream.EVAL, rank),  # the same draws before and after
             )
             correct = torch.tensor(scores) > 0
-            local[: len(mine)] = correct.view(len(mine), self.n).sum(-1)
+            if real:  # a stand-in's counts are dropped (its rank holds no problem)
+                local[: len(mine)] = correct.view(len(mine), self.n).sum(-1)
         if world > 1:
             gathered = trainer.strategy.all_gather(local.to(pl_module.device)).cpu()  # (world, per_rank)
             # row r of `rows` sits on rank r % world at position r // world

@@ -28,6 +28,21 @@ from nsr_lightning.update import Ranks, Update, UpdateSettings
 PROGRESS_BAR = ("rollout/correct_ratio", "rollout/entropy")
 
 
+def _is_reference(key: str) -> bool:
+    return key.startswith("ref_model.") or ".ref_model." in key
+
+
+def _drop_reference(module, state_dict: dict, prefix: str, local_metadata) -> None:
+    """State-dict hook: the reference policy's entries out (it is the initial weights)."""
+    for key in [k for k in state_dict if _is_reference(k[len(prefix) :])]:
+        del state_dict[key]
+
+
+def _reference_not_missing(module, incompatible) -> None:
+    """Load hook: the reference policy's entries are missing from every checkpoint on purpose."""
+    incompatible.missing_keys[:] = [k for k in incompatible.missing_keys if not _is_reference(k)]
+
+
 class RLVRModule(L.LightningModule):
     def __init__(
         self,
@@ -53,6 +68,10 @@ class RLVRModule(L.LightningModule):
         self.ref_model = load_reference(model_path, dtype) if objective.needs_reference else None
         if self.ref_model is not None:  # eval mode on purpose (no dropout in a KL anchor)
             warnings.filterwarnings("ignore", message=r"Found \d+ module\(s\) in eval mode")
+            # never in a state dict, so in no checkpoint, plain or sharded (FSDP2's loader reads
+            # exactly the keys the module's state dict has): it is rebuilt from model_path
+            self.register_state_dict_post_hook(_drop_reference)
+            self.register_load_state_dict_post_hook(_reference_not_missing)
         # models the objective trains beside the policy, each with its own optimizer
         specs = objective.extra_models()
         self.extras = torch.nn.ModuleDict({n: load_trained(s, model_path, dtype) for n, s in specs.items()})
@@ -92,10 +111,6 @@ class RLVRModule(L.LightningModule):
         return opts[0] if len(opts) == 1 else opts
 
     def on_save_checkpoint(self, checkpoint: dict) -> None:
-        """The reference policy is the initial weights: rebuilt from model_path, never saved."""
-        state = checkpoint.get("state_dict", {})
-        for key in [k for k in state if k.startswith("ref_model.")]:
-            del state[key]
         checkpoint["policy_version"] = self.policy_version
         checkpoint["bad_updates_in_a_row"] = self.update.bad_updates_in_a_row
         checkpoint[RUN_KEY] = self.run_identity()
@@ -109,9 +124,6 @@ class RLVRModule(L.LightningModule):
     def on_load_checkpoint(self, checkpoint: dict) -> None:
         self.policy_version = int(checkpoint.get("policy_version", 0))
         self.update.bad_updates_in_a_row = int(checkpoint.get("bad_updates_in_a_row", 0))
-        if self.ref_model is not None and "state_dict" in checkpoint:
-            for key, value in self.ref_model.state_dict().items():
-                checkpoint["state_dict"].setdefault(f"ref_model.{key}", value)
 
     # ---- one RL step ----------------------------------------------------------------------------
     def on_train_batch_start(self, batch: dict, batch_idx: int) -> None:
@@ -134,11 +146,11 @@ class RLVRModule(L.LightningModule):
     def _ranks(self) -> Ranks:
         world = self.trainer.world_size
 
-        def reduce_max(value: int) -> int:
-            t = torch.tensor(value, device=self.device, dtype=torch.long)
-            return int(self.trainer.strategy.reduce(t, reduce_op="max").item())
+        def reduce(value: torch.Tensor, op: str) -> torch.Tensor:
+            t = value.detach().to(self.device, copy=True)
+            return self.trainer.strategy.reduce(t, reduce_op=op).to(value.device)
 
-        return Ranks(world, self.global_rank, reduce_max, sharded=is_sharded(self.model) and world > 1)
+        return Ranks(world, self.global_rank, reduce, sharded=is_sharded(self.model) and world > 1)
 
     def _log_stats(self, stats: StepStats) -> None:
         """Every ratio through its torchmetric (summed over ranks; skipped when empty everywhere),

@@ -4,10 +4,14 @@
     outputs) -> advantages (`Objective.step_advantages`) -> ppo_epochs x mini-batches, one
     optimizer update each, of micro-batches (gradient accumulation) -> step statistics
 
-One update per mini-batch of `mini_batch_size` kept samples, `ppo_epochs` passes (PPO,
-Schulman et al. 2017; the paper: 4 updates per step). A non-finite loss or gradient norm skips
-that update on every rank. Every rank runs as many chunks, micro-batches and updates (a rank
-with fewer backs zero losses), so data-parallel ranks and FSDP2's collectives stay in step.
+One update per global mini-batch of `mini_batch_size` x world_size kept samples (counted over
+all ranks; each rank splits its own kept rows evenly over the updates), `ppo_epochs` passes
+(PPO, Schulman et al. 2017; the paper: 4 updates per step). Each micro-batch's loss is weighted
+so that the gradient is the global mini-batch's: token-mean divides by the tokens of every rank
+and micro-batch, the seq-mean modes by their sequences (`_micro_plan`), the same on 1 process or
+many. A non-finite loss or gradient norm skips that update on every rank. Every rank runs as
+many chunks, micro-batches and updates (a rank with fewer backs zero losses), so data-parallel
+ranks and FSDP2's collectives stay in step.
 The Lightning wiring (logging, optimizers, checkpoints) is `module.py`'s.
 """
 
@@ -123,84 +127,105 @@ class Update(Passes):
         self, rollout: RolloutBatch, kept: Tensor, optimizers: list
     ) -> tuple[int, int, Tensor | None]:
         """PPO epochs x mini-batches of updates on the kept rows; returns (updates run, updates
-        skipped as non-finite, last finite gradient norm)."""
+        skipped as non-finite, last finite gradient norm).
+
+        Counted globally: a step makes ceil(K / (mini_batch_size x world_size)) updates per epoch
+        for K samples kept on all ranks (mini_batch_size is per rank), and each rank splits its
+        own kept rows evenly over them; no sample moves between ranks."""
         hp, batch = self.settings, rollout.select(kept)
         n = len(batch)
-        mb = hp.mini_batch_size or max(n, 1)
-        n_mb = self.ranks.max(math.ceil(n / mb))
+        total = int(self.ranks.sums([n])[0])
+        per_update = hp.mini_batch_size * self.ranks.world_size if hp.mini_batch_size else max(total, 1)
+        n_mb = math.ceil(total / per_update)
         n_updates = hp.ppo_epochs * n_mb
         if n_updates == 0:  # nothing to learn from on any rank: advance the step, touch nothing
             optimizers[0].zero_grad(set_to_none=True)
             optimizers[0].step()
             return 0, 0, None
-        prep = self._prepare(batch, n_updates > 1 or self.objective.needs_old_logprobs, mb)
+        prep = self._prepare(
+            batch, n_updates > 1 or self.objective.needs_old_logprobs, hp.mini_batch_size or n
+        )
         rows = self._rows(rollout, kept, prep)
         t0 = clock(self.device)
         pre_update = prep.old_logprobs is None  # then the first forward pass gives rollout/entropy
         gen = torch.Generator().manual_seed(stream_seed(hp.seed, Stream.MINIBATCH_ORDER, 0, self.step))
+        minis = [
+            list(torch.tensor_split(torch.randperm(n, generator=gen), n_mb)) for _ in range(hp.ppo_epochs)
+        ]
+        plan = self._micro_plan(batch, [idx for epoch in minis for idx in epoch])
         grad_norm, done, skipped = None, 0, 0
-        for _ in range(hp.ppo_epochs):
-            order = torch.randperm(n, generator=gen) if n else torch.zeros(0, dtype=torch.long)
-            for i in range(n_mb):
-                idx = order[i * mb : (i + 1) * mb]
-                loss = self._accumulate(batch, rows, idx, pre_update=pre_update and n_updates == 1)
-                norms = {"grad_norm": self._clip(self.model)}
-                norms.update({f"{name}_grad_norm": self._clip(m) for name, m in self.extras.items()})
-                done += 1
-                if self._skip_if_not_finite(loss, norms):
-                    skipped += 1
-                    for opt in optimizers:
-                        opt.zero_grad(set_to_none=True)
-                    if done == n_updates:  # no gradients: the optimizer changes nothing, the step counts
-                        optimizers[0].step()
-                    continue
-                grad_norm = norms.pop("grad_norm")
-                for (name, norm), opt in zip(norms.items(), optimizers[1:], strict=True):
-                    self.stats.set(f"train/{name}", norm)
-                    _raw(opt).step()
-                # Only the last policy update goes through the trainer, so its step counts RL steps.
-                (optimizers[0].step() if done == n_updates else _raw(optimizers[0]).step())
-                self.policy_version += 1
+        for parts in plan:
+            loss = self._accumulate(batch, rows, parts, pre_update=pre_update and n_updates == 1)
+            norms = {"grad_norm": self._clip(self.model)}
+            norms.update({f"{name}_grad_norm": self._clip(m) for name, m in self.extras.items()})
+            done += 1
+            if self._skip_if_not_finite(loss, norms):
+                skipped += 1
                 for opt in optimizers:
                     opt.zero_grad(set_to_none=True)
+                if done == n_updates:  # no gradients: the optimizer changes nothing, the step counts
+                    optimizers[0].step()
+                continue
+            grad_norm = norms.pop("grad_norm")
+            for (name, norm), opt in zip(norms.items(), optimizers[1:], strict=True):
+                self.stats.set(f"train/{name}", norm)
+                _raw(opt).step()
+            # Only the last policy update goes through the trainer, so its step counts RL steps.
+            (optimizers[0].step() if done == n_updates else _raw(optimizers[0]).step())
+            self.policy_version += 1
+            for opt in optimizers:
+                opt.zero_grad(set_to_none=True)
         self.stats.set("perf/update_s", clock(self.device) - t0)  # forward + backward + optimizer
         return n_updates, skipped, grad_norm
+
+    def _micro_plan(self, batch: RolloutBatch, minis: list[Tensor]) -> list[list[tuple[Tensor, float]]]:
+        """Each mini-batch's micro-batches of `micro_batch_size` rows (gradient accumulation),
+        as (rows, weight): the weight of a micro-batch's loss is its `loss_units` x world_size
+        over the units of the global mini-batch (DDP and FSDP2 average gradients over ranks, so
+        the gradient is sum over all ranks' tokens (or sequences) / their global count). Every
+        rank gets as many micro-batches per update (empty ones back a zero loss). Two
+        collectives per step."""
+        micro, mask = self.settings.micro_batch_size, batch.response_mask
+        lengths = batch.attention_mask.sum(1).cpu()
+        local = []
+        for idx in minis:
+            if micro:  # rows of similar length together: each micro-batch's forward drops its own padding
+                idx = idx[torch.argsort(lengths[idx], stable=True)]
+            local.append(list(torch.split(idx, micro)) if micro and len(idx) else [idx])
+        units = [[self.objective.loss_units(mask[p.to(mask.device)]) for p in parts] for parts in local]
+        counts = self.ranks.maxes([len(parts) for parts in local])
+        whole = self.ranks.sums([sum(u) for u in units])
+        world = self.ranks.world_size
+        plan = []
+        for parts, u, count, w in zip(local, units, counts, whole, strict=True):
+            empty = torch.zeros(0, dtype=torch.long)
+            parts = parts + [empty] * (count - len(parts))
+            u = u + [0.0] * (count - len(u))
+            plan.append([(p, x * world / w if w else 0.0) for p, x in zip(parts, u, strict=True)])
+        return plan
 
     def _rows(self, rollout: RolloutBatch, kept: Tensor, prep: Prepared) -> dict[str, Tensor]:
         """Per-kept-sample tensors the mini-batches pick from: advantages, old / reference
         log-probs, the extra models' old outputs (`old_<name>`) and the objective's extras."""
         rows = {"old_logprobs": prep.old_logprobs, "ref_logprobs": prep.ref_logprobs}
         rows.update({f"old_{name}": v for name, v in prep.outputs.items()})
-        if len(kept):
-            adv, extra, stats = self.objective.step_advantages(rollout.rewards, rollout.group_ids, kept, prep)
-            rows.update(extra)
-            for name, value in stats.items():
-                (self.stats.add(name, *value) if isinstance(value, tuple) else self.stats.set(name, value))
-        else:
-            adv = torch.zeros(0, device=rollout.rewards.device)
+        # on every rank, also one with no kept row: an objective may reduce over ranks here
+        adv, extra, stats = self.objective.step_advantages(rollout.rewards, rollout.group_ids, kept, prep)
+        rows.update(extra)
+        for name, value in stats.items() if len(kept) else ():
+            (self.stats.add(name, *value) if isinstance(value, tuple) else self.stats.set(name, value))
         return {"advantages": adv, **{k: v for k, v in rows.items() if v is not None}}
 
     def _clip(self, model: nn.Module) -> Tensor:
         norm = torch.nn.utils.clip_grad_norm_(model.parameters(), self.settings.max_grad_norm)
         return to_local_scalar(norm)  # a DTensor under FSDP2
 
-    def _accumulate(self, batch: RolloutBatch, rows: dict, idx: Tensor, pre_update: bool) -> Tensor:
-        """Backward of one mini-batch's loss, in micro-batches of `micro_batch_size` rows
-        (gradient accumulation: the memory of one micro-batch, the gradient of the mini-batch).
-        Each micro-batch's loss is weighted by its share of the mini-batch, as the aggregation
-        mode counts it, so the summed gradient equals the whole mini-batch's."""
-        micro = self.settings.micro_batch_size
-        count = self.ranks.max(math.ceil(len(idx) / micro)) if micro else 1
-        size = micro or len(idx)
-        if micro:  # rows of similar length together: each micro-batch's forward drops its own padding
-            lengths = batch.attention_mask.sum(1)[idx.to(batch.response_mask.device)].cpu()
-            idx = idx[torch.argsort(lengths, stable=True)]
-        full_mask = batch.response_mask[idx.to(batch.response_mask.device)]
+    def _accumulate(self, batch: RolloutBatch, rows: dict, parts: list, pre_update: bool) -> Tensor:
+        """Backward of one mini-batch's loss, one weighted micro-batch at a time (`_micro_plan`:
+        the memory of one micro-batch, the gradient of the global mini-batch)."""
         total = torch.zeros((), device=self.device)
-        for j in range(max(count, 1)):
-            part = slice(j * size, (j + 1) * size)
-            share = self.objective.batch_share(full_mask[part], full_mask) if micro else 1.0
-            loss = self._minibatch_loss(batch, rows, idx[part], pre_update) * share
+        for idx, weight in parts:
+            loss = self._minibatch_loss(batch, rows, idx, pre_update) * weight
             self.backward(loss)
             total = total + loss.detach()
         return total  # the mini-batch's loss, for the non-finite check

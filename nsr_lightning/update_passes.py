@@ -29,15 +29,33 @@ def clock(device: torch.device) -> float:
 
 @dataclass(frozen=True)
 class Ranks:
-    """The data-parallel group as the update sees it: one process unless told otherwise."""
+    """The data-parallel group as the update sees it: one process unless told otherwise.
+
+    `reduce(tensor, op)`: the tensor all-reduced over ranks with op "max" or "sum" (a
+    collective: every rank calls it with the same shape, in the same order)."""
 
     world_size: int = 1
     rank: int = 0
-    reduce_max: Callable[[int], int] | None = None  # max of an int over ranks (a collective)
+    reduce: Callable[[Tensor, str], Tensor] | None = None
     sharded: bool = False  # FSDP2 over several ranks: every forward is a collective
 
+    def _reduce(self, values: Tensor, op: str) -> Tensor:
+        return values if self.world_size == 1 or self.reduce is None else self.reduce(values, op)
+
     def max(self, value: int) -> int:
-        return value if self.world_size == 1 or self.reduce_max is None else int(self.reduce_max(value))
+        return int(self.maxes([value])[0])
+
+    def maxes(self, values: list[int]) -> list[int]:
+        """Element-wise max over ranks (one collective)."""
+        return [int(v) for v in self._reduce(torch.tensor(values, dtype=torch.float64), "max").tolist()]
+
+    def sums(self, values: list[float]) -> list[float]:
+        """Element-wise sum over ranks (one collective)."""
+        return self._reduce(torch.tensor(values, dtype=torch.float64), "sum").tolist()
+
+    def all_sum(self, value: Tensor) -> Tensor:
+        """A tensor summed over ranks, on its own device and dtype (one collective)."""
+        return self._reduce(value, "sum")
 
 
 class Passes:
@@ -101,11 +119,11 @@ class Passes:
         `micro_batch_size` rows (else `mb`): old log-probs (off-policy updates, or when the
         objective needs them), the reference policy's log-probs (a KL term), and every extra
         model's outputs."""
-        prep = Prepared(rewards=batch.rewards, mask=batch.response_mask)
+        prep = Prepared(rewards=batch.rewards, mask=batch.response_mask, all_sum=self.ranks.all_sum)
         models = [m for m in (self.model if need_old else None, self.ref_model) if m is not None]
         models += list(self.extras.values())
         chunks = self._chunks(len(batch), self.settings.micro_batch_size or mb)
-        if not models or not chunks:
+        if not models:
             return prep
         parts: dict[str, list[Tensor]] = {}
         times = {"old_logprob": 0.0} if need_old else {}  # perf/<name>_s: the no-grad passes
@@ -135,7 +153,8 @@ class Passes:
                 timed(name, lambda model=model, sub=sub: self._outputs(model, sub))
         for name, seconds in times.items():
             self.stats.set(f"perf/{name}_s", seconds)
-        cat = {name: torch.cat(v) for name, v in parts.items()}
+        empty = torch.zeros(batch.response_mask.shape, device=self.device)  # (0, T): no kept row here
+        cat = {name: torch.cat(parts[name]) if name in parts else empty for name in times}
         prep.old_logprobs, prep.ref_logprobs = cat.get("old_logprob"), cat.get("ref")
         prep.outputs = {name: cat[name] for name in self.extras if name in cat}
         return prep

@@ -8,7 +8,7 @@ from nsr_lightning.callbacks import RolloutCallback
 from torch.utils.data import DataLoader
 
 from nsr_lightning.data.datamodule import collate
-from nsr_lightning.objectives import DAPO, GRPO
+from nsr_lightning.objectives import DAPO, GRPO, NGRPO
 from nsr_lightning.rollout import RolloutBatch
 
 N = 4  # responses per prompt
@@ -73,6 +73,22 @@ def test_refill_until_the_batch_is_full():
     assert (rollout.group_ids.bincount() == N).all()  # whole groups only
     again, _ = run_step(DAPO(), ["mixed", "all", "none", "all"], ["mixed", "none"] * 50)
     assert torch.equal(again.rewards, rollout.rewards) and again.texts == rollout.texts  # seeded
+
+
+def test_ngrpo_refills_by_default():
+    """NGRPO drops all-correct groups only (an all-wrong group still teaches) and, like its
+    code, samples fresh prompts until the batch holds as many groups as prompts; its config too."""
+    from importlib.resources import files
+
+    import yaml
+
+    rollout, logged = run_step(NGRPO(), ["mixed", "all", "all", "none"], ["all", "none"] * 50)
+    keep = NGRPO().keep(rollout.rewards, rollout.group_ids)
+    assert torch.unique(rollout.group_ids[keep]).numel() == 4  # mixed, none, then 2 refilled "none"
+    assert logged["rollout/dynamic_sampling_rounds"] >= 2 and logged["rollout/dynamic_sampling_filled"] == 1.0
+    config = yaml.safe_load(files("nsr_lightning.configs").joinpath("objective/ngrpo.yaml").read_text())
+    assert config["dynamic_sampling"] is True and config["drop_all_correct_groups"] is True
+    assert config["max_sampling_rounds"] == NGRPO().max_sampling_rounds == 10
 
 
 def test_rounds_are_bounded_when_nothing_is_informative():

@@ -62,7 +62,8 @@ def test_fsdp_equals_ddp(objective, tmp_path):
     )
     assert len(fsdp) == len(ddp) == 2
     for a, b in zip(fsdp, ddp, strict=True):
-        assert float(a["train/updates"]) == float(b["train/updates"]) == 2  # 8 samples / 4 on rank 0
+        # counted over ranks: PSR keeps 8 on rank 0 and 0 on rank 1; PPO 8 + 8; 4 per rank an update
+        assert float(a["train/updates"]) == float(b["train/updates"]) == (1 if objective == "psr" else 2)
         keys = ["rollout/correct_ratio", "rollout/entropy", "loss/policy", "train/grad_norm"]
         keys += ["loss/value", "train/approx_kl_ref"] if objective == "ppo" else []
         for key in keys:
@@ -94,3 +95,49 @@ def test_fsdp_sharded_checkpoint_resume(tmp_path):
     rows = fit(more, *common, "trainer.max_steps=3", f"ckpt_path={ckpt}")
     assert [int(r["step"]) for r in rows] == [2]
     assert float(rows[0]["train/updates"]) >= 0
+
+
+def test_fsdp_rank_without_a_heldout_problem_joins_the_collectives(tmp_path):
+    """One held-out problem on 2 FSDP2 ranks: rank 1 has none, yet pass@k and the held-out
+    callback finish (it runs a stand-in problem whose results are dropped) instead of hanging."""
+    import json
+
+    args = ["trainer=fsdp_cpu", "fsdp.param_dtype=float32", "trainer.max_steps=1"]
+    args += ["data.batch_size=1", "rollout.n=2", "rollout.sampling.max_new_tokens=16"]
+    args += ["trainer.enable_checkpointing=false", "data.num_heldout_problems=1", "callbacks.pass_at_k.n=2"]
+    args += ["callbacks.heldout.every_n_steps=1", "callbacks.heldout.entropy_samples=2"]
+    fit(tmp_path, *args)
+    (path,) = tmp_path.glob("csv/version_*/heldout.json")
+    assert [h["step"] for h in json.loads(path.read_text())] == [0, 1]
+    (path,) = tmp_path.glob("csv/version_*/pass_at_k.json")
+    assert [h["tag"] for h in json.loads(path.read_text())] == ["before", "after"]
+
+
+@pytest.mark.parametrize("objective", ["grpo", "ppo"])
+def test_fsdp_sigkill_mid_step_then_resume_with_reference_and_critic(objective, tmp_path):
+    """FSDP2 on 2 ranks with a reference model (GRPO's KL term, PPO's KL reward) and PPO's
+    critic: both ranks SIGKILLed inside step 2 (after its first update, before its last),
+    resumed from the sharded checkpoint of step 1 with ckpt_path=last: the final weights equal
+    an uninterrupted run's (the reference is rebuilt from model.path, not saved)."""
+    from safetensors.torch import load_file
+    from test_resume import TESTS_DIR, TINY
+
+    env = {"PYTHONPATH": os.pathsep.join([TESTS_DIR, os.environ.get("PYTHONPATH", "")])}
+    args = [f"objective={objective}", "trainer=fsdp_cpu", "fsdp.param_dtype=float32", *TINY]
+    args += ["trainer.enable_checkpointing=true"]
+    assert objective == "ppo" or "objective.kl_coef=0.0" not in args  # GRPO: kl_coef 1e-3 by default
+    fit(tmp_path / "whole", *args, env=env)
+    run = tmp_path / "killed"
+    die = ["+callbacks.die._target_=helpers.die.DieAt", "+callbacks.die.step=1"]
+    proc = run_cli(["fit", *args, *die, f"run_dir={run}"], timeout=600, env=env)
+    assert proc.returncode != 0 and not (run / "final_model").exists(), proc.stderr[-2000:]
+    (ckpt,) = run.glob("csv/version_0/checkpoints/*step=1.ckpt")
+    assert ckpt.is_dir() and len(list(ckpt.glob("*.distcp"))) == 2  # sharded, after step 1
+    proc = run_cli(["fit", *args, "ckpt_path=last", f"run_dir={run}"], timeout=600, env=env)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    resumed = sorted(run.glob("csv/version_*/metrics.csv"))[-1]
+    assert [int(r["step"]) for r in csv.DictReader(resumed.open()) if r.get("train/updates")] == [1]
+    want = load_file(tmp_path / "whole" / "final_model" / "model.safetensors")
+    got = load_file(run / "final_model" / "model.safetensors")
+    assert want.keys() == got.keys()
+    assert all(torch.equal(want[k], got[k]) for k in want), objective

@@ -75,3 +75,48 @@ def test_evaluation_callbacks_need_the_rollout_callback():
     trainer = SimpleNamespace(callbacks=[])
     with pytest.raises(RuntimeError, match="PassAtKCallback needs the RolloutCallback"):
         rollout_callback(trainer, "PassAtKCallback")
+
+
+def test_history_is_in_checkpoints_and_a_resume_keeps_it(fast_overrides, tmp_path):
+    """1 step with a checkpoint, then resumed to 2 (ckpt_path=last): heldout.json holds steps
+    0, 1, 2, equal to an uninterrupted 2-step run's, and step 1 is not measured twice."""
+    args = ["fit", *fast_overrides[:-1], "data.seed=0", "trainer.deterministic=true"]
+    args += ["trainer.enable_checkpointing=true", "checkpoint.every_n_steps=1"]
+    args += ["callbacks.heldout.every_n_steps=1", "callbacks.heldout.num_problems=2"]
+    args += ["callbacks.heldout.entropy_samples=2", "callbacks.pass_at_k.before=false"]
+    args += ["callbacks.pass_at_k.after=false"]
+    assert main([*args, "trainer.max_steps=2", f"run_dir={tmp_path / 'whole'}"]) == 0
+    run = tmp_path / "resumed"
+    assert main([*args, "trainer.max_steps=1", f"run_dir={run}"]) == 0
+    assert main([*args, "trainer.max_steps=2", "ckpt_path=last", f"run_dir={run}"]) == 0
+    (want,) = (tmp_path / "whole").glob("csv/version_*/heldout.json")
+    got = sorted(run.glob("csv/version_*/heldout.json"))[-1]  # the resumed run's log folder
+    history = json.loads(got.read_text())
+    assert [h["step"] for h in history] == [0, 1, 2]
+    assert history == json.loads(want.read_text())
+
+
+def test_entropy_runs_in_chunks_of_logprob_chunk_size_rows(monkeypatch):
+    """Forwards of at most algo.logprob_chunk_size rows; the entropy sum equals one forward's."""
+    from nsr_lightning.callbacks import HeldOutDynamicsCallback
+
+    from nsr_lightning.logprobs import response_logprobs
+    from nsr_lightning.rollout import HFEngine, SamplingConfig
+
+    tok, model = load_tokenizer(str(TINY_MODEL)), load_policy(str(TINY_MODEL))
+    prompts = [build_prompt(tok, SyntheticTask().train_problem(i).question) for i in range(3)]
+    batch = HFEngine(tok).generate(model, prompts, n=2, sampling=SamplingConfig(max_new_tokens=12), seed=0)
+    seen = []
+    forward = model.forward
+    monkeypatch.setattr(
+        model, "forward", lambda *a, **k: seen.append(len(k["input_ids"])) or forward(*a, **k)
+    )
+    settings = SimpleNamespace(logprob_chunk_size=4)
+    module = SimpleNamespace(
+        model=model, device=torch.device("cpu"), update=SimpleNamespace(settings=settings)
+    )
+    trainer = SimpleNamespace(world_size=1)
+    total, tokens = HeldOutDynamicsCallback(every_n_steps=1)._entropy(trainer, module, batch)
+    assert seen == [4, 2] and model.training
+    _, whole = response_logprobs(model.eval(), batch)
+    assert total == pytest.approx(float(whole.sum()), rel=1e-5) and tokens == float(batch.response_mask.sum())

@@ -6,6 +6,7 @@ import time
 import pytest
 
 from nsr_lightning.rewards import MathVerifyReward, SyntheticReward, extract_boxed, normalize_answer
+from nsr_lightning.rewards.extract import extract_all_boxed, gold_answer
 from nsr_lightning.rewards.pool import WorkerPool
 
 BOUND_S = 1.0  # per-answer bound in these tests (the default is 5 s)
@@ -111,6 +112,49 @@ def test_no_answer_and_odd_golds(reward):
     assert reward(responses, golds) == [0.0, 0.0, 1.0, 1.0, 1.0]
     with pytest.raises(ValueError, match="2 golds"):
         reward(["a"], ["1", "2"])
+
+
+PERCENT = [  # (answer, gold): words a grader reads as %, against 28\\% and 28
+    *[(f"28 {word}", gold) for word in ("percent", "pct", "percentage") for gold in ("28\\%", "28")],
+    ("28.0 percent", "28\\%"),  # not an exact match: through math-verify
+    ("28.0\\text{ pct.}", "28"),
+    ("28\\,\\%", "28.0"),
+]
+
+
+def test_percent_words_read_as_a_grader_does(reward):
+    responses = [f"\\boxed{{{answer}}}" for answer, _ in PERCENT] + [
+        "\\boxed{29 percent}",
+        "\\boxed{28 dollars}",
+    ]
+    golds = [gold for _, gold in PERCENT] + ["28\\%", "28"]
+    assert reward(responses, golds) == [1.0] * len(PERCENT) + [0.0, 0.0]
+
+
+def test_all_boxes_of_a_gold_are_one_answer(reward):
+    """A gold with several boxes is the set math-verify reads in it ({1, -2}), not its last box."""
+    gold = "The roots are $\\boxed{1}$ and $\\boxed{-2}$."
+    assert gold_answer(gold) == "1, -2" and gold_answer(" 7 ") == "7" and gold_answer("\\boxed{ }") is None
+    responses = ["\\boxed{-2, 1}", "\\boxed{1, -2}", "\\boxed{\\{1,-2\\}}", "\\boxed{1}", "\\boxed{-2}"]
+    assert reward(responses, [gold] * 5) == [1.0, 1.0, 1.0, 0.0, 0.0]
+    assert extract_all_boxed("\\boxed{a{b}} x \\fbox{c} \\boxed{\\boxed{d}} \\boxed{e") == [
+        "a{b}",
+        "c",
+        "\\boxed{d}",
+    ]
+
+
+def test_the_verdict_does_not_follow_the_hash_seed(monkeypatch):
+    """math-verify scores `4 0/0` against 0 as 1.0 in some runs and 0.0 in others (sympy's
+    simplify, even under one hash seed); the workers (real subprocesses) run with a fixed hash
+    seed whatever the parent's PYTHONHASHSEED and score an answer that divides by zero 0: the
+    same verdict for 8 seeds, 0 (4 * 0 / 0 is undefined)."""
+    verdicts = []
+    for seed in range(1, 9):
+        monkeypatch.setenv("PYTHONHASHSEED", str(seed))
+        with MathVerifyReward(num_workers=1, cache_size=0) as r:
+            verdicts.append(r(["\\boxed{4 0/0}"], ["0"])[0])
+    assert verdicts == [0.0] * 8
 
 
 # ---- hostile input ---------------------------------------------------------------------------

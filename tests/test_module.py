@@ -23,11 +23,14 @@ def test_extra_models_only_when_needed(objective, ref, critic):
     assert ("critic" in module.extras) == critic
     if ref:
         assert not any(p.requires_grad for p in module.ref_model.parameters())
-        checkpoint = {"state_dict": module.state_dict()}
-        module.on_save_checkpoint(checkpoint)  # the reference is the initial weights: not saved
-        assert not any(k.startswith("ref_model.") for k in checkpoint["state_dict"])
-        module.on_load_checkpoint(checkpoint)  # and comes back from model_path on load
-        module.load_state_dict(checkpoint["state_dict"], strict=True)
+        state = module.state_dict()  # the reference is the initial weights: in no state dict
+        assert not any(k.startswith("ref_model.") for k in state) and any(
+            k.startswith("model.") for k in state
+        )
+        module.load_state_dict(state, strict=True)  # missing on purpose
+        del state[next(k for k in state if k.startswith("model."))]
+        with pytest.raises(RuntimeError, match="Missing key"):  # any other missing key is an error
+            module.load_state_dict(state, strict=True)
     optimizers = module.configure_optimizers()
     if critic:
         policy_opt, critic_opt = optimizers

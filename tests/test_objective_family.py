@@ -112,6 +112,19 @@ def test_kl_estimators_match_their_definitions():
         kl_estimate(logp, ref, "k4")
 
 
+def test_k3_is_capped_per_token_as_verl_does():
+    """verl's low_var_kl: log r clamped to [-20, 20], then k3 clamped to [-10, 10] per token."""
+    logp = torch.tensor([0.0, 0.0, 0.0, -3.0])
+    ref = torch.tensor([25.0, 2.0, -25.0, -1.0])  # log r = 25, 2, -25, 2
+    k3 = kl_estimate(logp, ref, "k3")
+    # exp(20) - 21 = 4.85e8 -> 10; e^2 - 3 = 4.389; exp(-20) + 19 = 19.0 -> 10; 4.389
+    assert k3.tolist() == pytest.approx([10.0, 4.389056, 10.0, 4.389056], rel=1e-6)
+    logp.requires_grad_(True)
+    kl_estimate(logp, ref, "k3").sum().backward()
+    # d k3 / d logp = 1 - r where uncapped (r = e^2), 0 where capped
+    assert logp.grad.tolist() == pytest.approx([0.0, 1 - 7.389056, 0.0, 1 - 7.389056], rel=1e-6)
+
+
 def test_kl_estimators_are_unbiased_where_they_should_be():
     """Sampling from p: E[k1] = E[k3] = KL(p || q) exactly; k3 is never negative."""
     gen = torch.Generator().manual_seed(0)
@@ -255,5 +268,24 @@ def test_micro_batch_shares_add_up_to_the_mini_batch_loss(mode):
         part, _ = obj.loss(
             logp[rows], old[rows], adv[rows], mask[rows], entropy=ent[rows], ref_logprobs=ref[rows]
         )
-        total += obj.batch_share(mask[rows], mask) * part.item()
+        total += obj.loss_units(mask[rows]) / obj.loss_units(mask) * part.item()
     assert total == pytest.approx(whole.item(), rel=1e-5)
+
+
+def test_groups_of_one_response():
+    """rollout.n=1. GRPO (and DAPO, Dr.GRPO): verl's mean 0 / std 1 for a lone response, A = r
+    (r / (1 + 1e-6) with std_normalize); NGRPO: 0 (its code), not (0 - 0.5) / 0.707 = -0.707;
+    DAPO keeps the lone groups (verl's recipe: std > 0 or a single response), so does NGRPO."""
+    rewards, gids = torch.tensor([1.0, 0.0, 1.0, 0.0, 1.0]), torch.tensor([0, 1, 2, 2, 3])
+    eps = 1e-6
+    want = [1 / (1 + eps), 0.0, 0.707107, -0.707107, 1 / (1 + eps)]  # group 2: (1, 0), std 0.7071
+    assert GRPO().advantages(rewards, gids).tolist() == pytest.approx(want, rel=1e-5)
+    assert DAPO().advantages(rewards, gids).tolist() == pytest.approx(want, rel=1e-5)
+    assert DrGRPO().advantages(rewards, gids).tolist() == pytest.approx([1.0, 0.0, 0.5, -0.5, 1.0])
+    assert DAPO().keep(rewards, gids).all()
+    # NGRPO, group 2 with one virtual 1: values (1, 0, 1), mean 2/3, std 0.57735
+    ngrpo = [0.0, 0.0, (1 - 2 / 3) / (0.57735 + eps), (0 - 2 / 3) / (0.57735 + eps), 0.0]
+    assert NGRPO().advantages(rewards, gids).tolist() == pytest.approx(ngrpo, rel=1e-5)
+    assert NGRPO().keep(rewards, gids).all()
+    two_correct = torch.tensor([1.0, 1.0])
+    assert not DAPO().keep(two_correct, torch.tensor([0, 0])).any()  # a larger homogeneous group goes

@@ -23,7 +23,7 @@ from pathlib import Path
 from nsr_lightning.config_rules import check
 from nsr_lightning.data.synthetic import Problem, SyntheticTask
 from nsr_lightning.errors import UserError
-from nsr_lightning.rewards.extract import extract_boxed
+from nsr_lightning.rewards.extract import gold_answer
 
 __all__ = ["DATASETS", "DatasetSpec", "load_problems", "read_rows", "to_problems"]
 
@@ -195,14 +195,11 @@ def to_problems(rows: list[dict], mapping: dict, *, name: str, where: str) -> li
             raise UserError(
                 f"{at}: '{mapping['answer']}' must be a non-empty string or number; got {answer!r:.80}"
             )
-        answer = str(answer).strip()
-        if "\\boxed" in answer or "\\fbox" in answer:
-            boxed = extract_boxed(answer)
-            if not boxed:
-                raise UserError(
-                    f"{at}: '{mapping['answer']}' has a \\boxed{{}} without a closed, non-empty answer"
-                )
-            answer = boxed.strip()
+        answer = gold_answer(str(answer))  # a solution with boxes: all of them, as one answer
+        if not answer:
+            raise UserError(
+                f"{at}: '{mapping['answer']}' has a \\boxed{{}} without a closed, non-empty answer"
+            )
         pid = row.get(mapping["id"], f"{name}-{index}")
         if isinstance(pid, bool) or not isinstance(pid, (str, int)):
             raise UserError(f"{at}: '{mapping['id']}' must be a string or an integer; got {pid!r:.80}")

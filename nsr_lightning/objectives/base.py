@@ -23,6 +23,7 @@ Pure tensor code: no Lightning, no engine.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 import torch
@@ -55,7 +56,8 @@ class Prepared:
     """What the update measured on the kept samples before the policy changes (no gradients).
 
     rewards (K,), mask (K, T); old_logprobs / ref_logprobs (K, T) or None when not needed;
-    outputs: each extra model's per-token outputs (K, T) by name (`Objective.extra_models`).
+    outputs: each extra model's per-token outputs (K, T) by name (`Objective.extra_models`);
+    K may be 0 on a rank while other ranks have samples.
     """
 
     rewards: Tensor
@@ -63,6 +65,8 @@ class Prepared:
     old_logprobs: Tensor | None = None
     ref_logprobs: Tensor | None = None
     outputs: dict[str, Tensor] = field(default_factory=dict)
+    # sums a tensor over the data-parallel ranks (their kept samples make the batch); one process: itself
+    all_sum: Callable[[Tensor], Tensor] = field(default=lambda t: t)
 
 
 class Objective:
@@ -121,14 +125,15 @@ class Objective:
         return self.kl_coef > 0
 
     def group_filter(self, rewards: Tensor, group_ids: Tensor) -> Tensor:
-        """Boolean (N,): True for samples whose group passes the group filters."""
+        """Boolean (N,): True for samples whose group passes the group filters. A group of one
+        response (`rollout.n=1`) always passes, as in verl's DAPO recipe (std > 0 or size 1)."""
         _, _, n_correct, size = group_stats(rewards, group_ids)
         ok = torch.ones_like(rewards, dtype=torch.bool)
         if self.drop_all_correct_groups:
             ok &= n_correct < size
         if self.drop_all_wrong_groups:
             ok &= n_correct > 0
-        return ok
+        return ok | (size == 1)
 
     def sign_weights(self, rewards: Tensor) -> Tensor:
         """(N,) lambda_pos for correct samples, lambda_neg for incorrect ones."""
@@ -174,14 +179,12 @@ class Objective:
         """The knobs of this objective, for logs (so a chosen lambda is always visible)."""
         return {k: v for k, v in vars(self).items() if not k.startswith("_")}
 
-    def batch_share(self, part_mask: Tensor, whole_mask: Tensor) -> float:
-        """The weight of a micro-batch's loss in its mini-batch's (gradient accumulation): its share
-        of the tokens (token-mean) or of the sequences (the seq-mean modes); masks (b, T), (B, T)."""
-        if self.loss_agg_mode == "token-mean":
-            part, whole = float(part_mask.sum()), float(whole_mask.sum())
-        else:
-            part, whole = float(part_mask.shape[0]), float(whole_mask.shape[0])
-        return part / whole if whole else 0.0
+    def loss_units(self, mask: Tensor) -> float:
+        """What the aggregation mode averages over, counted in `mask` (b, T): response tokens
+        (token-mean) or sequences (the seq-mean modes). The update weighs each micro-batch's
+        loss by its units over the units of the global mini-batch (all ranks, all micro-batches),
+        so the summed gradient is the whole mini-batch's on any number of ranks."""
+        return float(mask.sum()) if self.loss_agg_mode == "token-mean" else float(mask.shape[0])
 
     # ---- the loss -----------------------------------------------------------------------------
     def loss(

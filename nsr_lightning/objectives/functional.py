@@ -9,6 +9,8 @@ from torch import Tensor
 
 from nsr_lightning.config_rules import KL_ESTIMATORS, LOSS_AGG_MODES
 
+K3_CAP = 10.0  # |k3| per token at most (verl's low_var_kl clamp)
+
 
 def aggregate(values: Tensor, mask: Tensor, mode: str, norm_length: int | None = None) -> Tensor:
     """Reduce per-token values (B, T) over the tokens where mask is 1.
@@ -35,7 +37,9 @@ def kl_estimate(logprobs: Tensor, ref_logprobs: Tensor, estimator: str = "k3") -
     With log r = log pi_ref(y) - log pi_theta(y) (Schulman, "Approximating KL divergence", 2020):
     k1 = -log r (unbiased, high variance, can be negative); k2 = (log r)^2 / 2 (biased, low
     variance); k3 = r - 1 - log r (unbiased, always >= 0: GRPO's "low_var_kl"). The log-ratio is
-    clamped to [-20, 20] so that exp() cannot overflow on a diverged policy.
+    clamped to [-20, 20] so that exp() cannot overflow on a diverged policy, and k3 per token to
+    [-10, 10], as verl's and the paper's code do (log r = 25 gives 10, not 4.85e8; no gradient
+    flows through a capped token).
     """
     log_r = (ref_logprobs - logprobs).clamp(-20.0, 20.0)  # (B, T)
     if estimator == "k1":
@@ -43,7 +47,7 @@ def kl_estimate(logprobs: Tensor, ref_logprobs: Tensor, estimator: str = "k3") -
     if estimator == "k2":
         return 0.5 * log_r.square()
     if estimator == "k3":
-        return torch.exp(log_r) - 1.0 - log_r
+        return (torch.exp(log_r) - 1.0 - log_r).clamp(-K3_CAP, K3_CAP)
     raise ValueError(f"kl_estimator must be one of {', '.join(KL_ESTIMATORS)}; got {estimator!r}")
 
 
@@ -81,8 +85,13 @@ def masked_var(values: Tensor, mask: Tensor) -> Tensor:
     return ((values - mean).square() * mask).sum() / (n - 1).clamp(min=1.0)
 
 
-def masked_whiten(values: Tensor, mask: Tensor, eps: float = 1e-8) -> Tensor:
-    """(values - mean) / std over the masked entries; zero outside the mask."""
-    mean = masked_mean(values, mask)
-    std = masked_var(values, mask).sqrt()
-    return (values - mean) / (std + eps) * mask.to(values.dtype)
+def masked_whiten(values: Tensor, mask: Tensor, eps: float = 1e-8, all_sum=None) -> Tensor:
+    """(values - mean) / std over the masked entries (unbiased std); zero outside the mask.
+    all_sum: sums a tensor over the ranks that hold the rest of the batch (the mean and std
+    are then the whole batch's, as when one process holds it); None: these values only."""
+    all_sum = all_sum or (lambda t: t)
+    m = mask.to(values.dtype)
+    total, n = all_sum(torch.stack([(values * m).sum(), m.sum()])).unbind()
+    mean = total / n.clamp(min=1.0)
+    var = all_sum(((values - mean).square() * m).sum()) / (n - 1).clamp(min=1.0)
+    return (values - mean) / (var.sqrt() + eps) * m

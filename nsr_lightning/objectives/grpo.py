@@ -4,6 +4,10 @@ Shao et al. 2024 (DeepSeekMath), eq. 3: each response's advantage is its reward 
 within its group (the n responses to one prompt): A_i = (r_i - mean(r)) / (std(r) + eps), with
 the unbiased std; every token of the response gets A_i. The loss adds beta * KL(pi_theta ||
 pi_ref), estimated per token (k3, "low_var_kl", by default; beta 1e-3 as in the paper's setup).
+
+A group of one response (`rollout.n=1`) has no group to compare with: verl treats it as mean 0,
+std 1, so A = r (r / (1 + eps) with std_normalize); subclasses may choose otherwise
+(`lone_advantage`).
 """
 
 from __future__ import annotations
@@ -17,6 +21,7 @@ from nsr_lightning.objectives.functional import group_stats
 
 class GRPO(Objective):
     name = "grpo"
+    lone_advantage = "reward"  # a group of one: "reward" (A = r, verl's mean 0 / std 1) or "zero"
 
     def __init__(
         self,
@@ -35,11 +40,14 @@ class GRPO(Objective):
     def _standardise(
         self, rewards: Tensor, group_ids: Tensor, extra_value: float, extra_count: int
     ) -> Tensor:
-        mean, std, _, _ = group_stats(rewards, group_ids, extra_value, extra_count)  # (N,) each
+        mean, std, _, size = group_stats(rewards, group_ids, extra_value, extra_count)  # (N,) each
+        lone = size == 1  # a group of one response
+        if self.lone_advantage == "reward":
+            mean, std = mean.masked_fill(lone, 0.0), std.masked_fill(lone, 1.0)
         centred = rewards.double() - mean
         if self.std_normalize:
             centred = centred / (std + self.adv_eps)
-        return centred.float()
+        return centred.masked_fill(lone & (self.lone_advantage == "zero"), 0.0).float()
 
     def raw_advantages(self, rewards: Tensor, group_ids: Tensor) -> Tensor:
         return self._standardise(rewards, group_ids, 0.0, 0)

@@ -91,7 +91,12 @@ class PPO(Objective):
     ) -> tuple[Tensor, dict[str, Tensor], dict]:
         """GAE from the critic's old values on the kept samples (PPO keeps all)."""
         adv, returns, stats = self.token_advantages(
-            prep.rewards, prep.mask, prep.outputs["critic"], prep.old_logprobs, prep.ref_logprobs
+            prep.rewards,
+            prep.mask,
+            prep.outputs["critic"],
+            prep.old_logprobs,
+            prep.ref_logprobs,
+            all_sum=prep.all_sum,
         )
         out = {"train/explained_variance": stats["explained_variance"]}
         if "kl_ref_sum" in stats:
@@ -116,8 +121,10 @@ class PPO(Objective):
         values: Tensor,
         old_logprobs: Tensor,
         ref_logprobs: Tensor | None,
+        all_sum=None,
     ) -> tuple[Tensor, Tensor, dict[str, Tensor]]:
-        """Per-token advantages and returns (B, T) from rewards (B,) and old values (B, T)."""
+        """Per-token advantages and returns (B, T) from rewards (B,) and old values (B, T); the
+        whitening is over the response tokens of every rank's batch (`all_sum`, as verl's)."""
         m = mask.to(values.dtype)
         token_rewards = torch.zeros_like(values)
         stats: dict[str, Tensor] = {}
@@ -132,7 +139,7 @@ class PPO(Objective):
         token_rewards[torch.arange(len(last)), last] += rewards.to(values.dtype) * has_tokens
         adv, returns = gae(token_rewards, values, mask, self.gamma, self.gae_lambda)
         if self.whiten_advantages:
-            adv = masked_whiten(adv, mask)
+            adv = masked_whiten(adv, mask, all_sum=all_sum)
         adv = adv * self.sign_weights(rewards).to(adv.dtype).unsqueeze(-1)
         var_r = masked_var(returns, mask)
         stats["explained_variance"] = 1.0 - masked_var(returns - values, mask) / var_r.clamp(min=1e-8)

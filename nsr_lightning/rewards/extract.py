@@ -6,7 +6,17 @@ Pure Python, no imports from the rest of the project. Linear time and safe on ho
 
 from __future__ import annotations
 
-__all__ = ["BOX_COMMANDS", "extract_boxed", "normalize_answer", "preview"]
+import re
+
+__all__ = [
+    "BOX_COMMANDS",
+    "extract_all_boxed",
+    "extract_boxed",
+    "gold_answer",
+    "normalize_answer",
+    "preview",
+    "strip_percent",
+]
 
 BOX_COMMANDS = ("\\boxed{", "\\fbox{")  # the paper's answer format, and its plain-TeX cousin
 
@@ -23,10 +33,13 @@ _DROP = (
     "^{\\circ}",
     "^\\circ",
     "\\circ",
-    "\\%",
-    "%",
 )
 _ALIASES = (("\\dfrac", "\\frac"), ("\\tfrac", "\\frac"), ("\\displaystyle", ""))
+# a trailing percent word, bare or in \text{} / \mathrm{}: "28 percent", "28\text{ pct.}"
+_PERCENT_WORD = re.compile(
+    r"\s*(?:\\(?:text|textrm|mathrm|mbox)\s*\{\s*)?(?<![a-z])(?:percentage|percent|pct)\.?\s*\}?\s*$",
+    re.IGNORECASE,
+)
 
 
 def extract_boxed(text: str) -> str | None:
@@ -42,6 +55,12 @@ def extract_boxed(text: str) -> str | None:
     if start < 0:
         return None
     begin = start + len(command)
+    end = _closing_brace(text, begin)
+    return None if end is None else text[begin:end]
+
+
+def _closing_brace(text: str, begin: int) -> int | None:
+    """Index of the brace that closes the one opened just before ``begin``; None if unclosed."""
     depth = 1
     # Hop between braces with str.find (C speed on long brace-free runs); each cached position is
     # only recomputed once the scan has passed it, so the total work stays linear.
@@ -56,10 +75,49 @@ def extract_boxed(text: str) -> str | None:
         else:
             depth -= 1
             if depth == 0:
-                return text[begin:next_close]
+                return next_close
             pos = next_close + 1
             next_close = text.find("}", pos)
     return None
+
+
+def extract_all_boxed(text: str) -> list[str]:
+    """Contents of every closed ``\\boxed{...}`` / ``\\fbox{...}`` in ``text``, left to right (a
+    box inside a box is part of the outer one); an unclosed box ends the list."""
+    found: list[str] = []
+    pos = 0
+    while isinstance(text, str):
+        starts = [(i, c) for c in BOX_COMMANDS if (i := text.find(c, pos)) >= 0]
+        if not starts:
+            break
+        start, command = min(starts)
+        begin = start + len(command)
+        end = _closing_brace(text, begin)
+        if end is None:
+            break
+        found.append(text[begin:end])
+        pos = end + 1
+    return found
+
+
+def gold_answer(text: str) -> str | None:
+    """The answer in a gold field: the text itself, or, for a solution with boxes, the contents of
+    all its boxes read as one answer (``\\boxed{1}`` and ``\\boxed{-2}``: "1, -2", the set
+    math-verify reads in such a gold); None when it has no closed, non-empty box."""
+    if "\\boxed" not in text and "\\fbox" not in text:
+        return text.strip()
+    boxes = [b.strip() for b in extract_all_boxed(text)]
+    boxes = [b for b in boxes if b]
+    return ", ".join(boxes) if boxes else None
+
+
+def strip_percent(answer: str) -> str:
+    """The answer without its percent sign or trailing percent word (``28\\%``, ``28 percent``,
+    ``28 pct``, ``28 percentage`` -> ``28``), as a grader reads them against a gold of 28 or
+    ``28\\%`` (math-verify alone reads 28% as 0.28, and the words as the string ``28\\%``)."""
+    s = answer.replace("\\%", "").replace("%", "")
+    head, tail = s[:-40], s[-40:]  # the word is at the end: a bounded search on hostile input
+    return head + _PERCENT_WORD.sub("", tail)
 
 
 def normalize_answer(answer: str) -> str:
@@ -67,7 +125,7 @@ def normalize_answer(answer: str) -> str:
     degree signs, percent signs, ``\\text{}`` around the whole answer or trailing period;
     ``\\dfrac`` and ``\\tfrac`` read as ``\\frac``. Two answers with equal normal forms are equal;
     unequal forms say nothing (math-verify then decides)."""
-    s = answer.strip()
+    s = strip_percent(answer).strip()
     for old, new in _ALIASES:
         s = s.replace(old, new)
     for piece in _DROP:

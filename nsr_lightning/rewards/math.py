@@ -20,7 +20,7 @@ import os
 import re
 
 from nsr_lightning.config_rules import check_group
-from nsr_lightning.rewards.extract import extract_boxed, normalize_answer, preview
+from nsr_lightning.rewards.extract import extract_boxed, gold_answer, normalize_answer, preview
 from nsr_lightning.rewards.pool import WorkerPool
 
 __all__ = ["MathVerifyReward"]
@@ -151,12 +151,10 @@ class MathVerifyReward:
     def _gold_text(self, gold) -> str | None:
         if isinstance(gold, bool) or not isinstance(gold, (str, int, float)):
             return None
-        gold = str(gold)
-        if "\\boxed" in gold or "\\fbox" in gold:  # a full solution: its last box is the answer
-            gold = extract_boxed(gold)
+        gold = gold_answer(str(gold))  # a full solution: all its boxes, as one answer
         if gold is None or len(gold) > self.max_answer_chars or not _valid_text(gold):
             return None
-        return gold.strip()
+        return gold
 
     def _remember(self, key: tuple[str, str], score: float) -> float:
         if self.cache_size:

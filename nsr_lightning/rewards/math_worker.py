@@ -23,6 +23,8 @@ import warnings
 
 from math_verify import ExprExtractionConfig, LatexExtractionConfig, parse, verify
 
+from nsr_lightning.rewards.extract import strip_percent
+
 _EXTRACTION = (LatexExtractionConfig(), ExprExtractionConfig())
 
 
@@ -41,16 +43,31 @@ def _on_alarm(signum, frame) -> None:
 def _parse(answer: str) -> list:
     """math-verify's view of a boxed answer's content (sympy objects, then the raw string).
 
-    Percent signs are dropped first, as a grader reads "25\\%" against a gold of 25 (math-verify
-    alone would read 0.25); the exact-match shortcut in math.py drops them too.
+    Percent signs and words are dropped first (`strip_percent`), as a grader reads "25\\%" or
+    "25 percent" against a gold of 25; the exact-match shortcut in math.py drops them too.
     """
-    answer = answer.replace("\\%", "").replace("%", "")
+    answer = strip_percent(answer)
     return parse("\\boxed{" + answer + "}", extraction_config=_EXTRACTION, parsing_timeout=None)
 
 
 @functools.lru_cache(maxsize=4096)
 def _parse_gold(gold: str) -> list:
     return _parse(gold)
+
+
+def _undefined(parsed: list) -> bool:
+    """Whether a parsed answer divides by zero or holds nan / zoo (`1/0`, `4 0/0`): such an
+    answer is never right. Checked on the structure, nothing is evaluated; sympy's simplify
+    reads `0 - 4*0/0` as 0 in some runs and nan in others (its candidates' order), so the
+    verdict would change from run to run, even under a fixed hash seed."""
+    from sympy import Basic, Pow, S
+
+    for x in parsed:
+        if isinstance(x, Basic) and (
+            x.has(S.NaN, S.ComplexInfinity) or any(p.base.is_zero and p.exp.is_negative for p in x.atoms(Pow))
+        ):
+            return True
+    return False
 
 
 def score_one(answer: str, gold: str, soft_timeout_s: float) -> tuple[float, str]:
@@ -60,8 +77,10 @@ def score_one(answer: str, gold: str, soft_timeout_s: float) -> tuple[float, str
         _armed = True
         if soft_timeout_s > 0:
             signal.setitimer(signal.ITIMER_REAL, soft_timeout_s)
-        gold_parsed = _parse_gold(gold)
-        ok = bool(gold_parsed) and verify(gold_parsed, _parse(answer), timeout_seconds=None)
+        gold_parsed, parsed = _parse_gold(gold), _parse(answer)
+        ok = (
+            bool(gold_parsed) and not _undefined(parsed) and verify(gold_parsed, parsed, timeout_seconds=None)
+        )
         result = (1.0 if ok else 0.0, "ok")
     except SoftTimeout:
         result = (0.0, "timeout")

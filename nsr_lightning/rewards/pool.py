@@ -32,6 +32,7 @@ __all__ = ["WorkerPool"]
 _WORKER_MODULE = "nsr_lightning.rewards.math_worker"
 _PACKAGE_ROOT = str(Path(__file__).resolve().parents[2])  # the folder that holds nsr_lightning/
 _MAX_START_FAILURES = 3
+_HASH_SEED = "0"  # every worker's PYTHONHASHSEED, whatever the parent's
 
 
 class _Worker:
@@ -39,6 +40,8 @@ class _Worker:
         parent, child = socket.socketpair()
         env = dict(os.environ)
         env["PYTHONPATH"] = os.pathsep.join(p for p in (_PACKAGE_ROOT, env.get("PYTHONPATH")) if p)
+        # a fixed hash seed: some verdicts (math-verify on `4 0/0` vs 0) follow set / dict order
+        env["PYTHONHASHSEED"] = _HASH_SEED
         try:
             self.proc = subprocess.Popen(
                 [sys.executable, "-m", _WORKER_MODULE, str(child.fileno()), *map(str, args)],
