@@ -62,7 +62,8 @@ class PassAtKCallback(L.Callback):
             self.evaluate(trainer, pl_module, tag=f"step {trainer.global_step}")
 
     def on_train_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
-        if self.after:
+        done = any(h["tag"] == "after" and h["step"] == trainer.global_step for h in self.history)
+        if self.after and not done:  # done: a resumed run whose checkpoint holds it
             self.evaluate(trainer, pl_module, tag="after")
         if trainer.is_global_zero and self.history:
             rank_zero_info(format_table(self.history))

@@ -6,11 +6,15 @@
   at most a `.<name>.tmp-<pid>` file, never a `*.ckpt` that looks complete but is not.
 - `periodic_checkpoints`: a `ModelCheckpoint` every `checkpoint.every_n_steps` RL steps that
   keeps the newest `checkpoint.keep`.
-- `find_last`: the newest complete checkpoint under a run folder (by its step).
+- `find_last`: the newest intact checkpoint under a run folder (by its step). Intact is judged by
+  content: a file's zip archive is whole (its central directory reads and every member lies
+  inside the file); a newer one that is not is skipped with a line saying so.
+- `check_resumable`: a checkpoint's step against `trainer.max_steps`, and the objective and
+  model shape it was saved with (`RUN_KEY`) against this run's, each refused in one line.
 
 A sharded checkpoint (FSDP2: a folder of per-rank shards) counts as complete once it holds both
 the distributed checkpoint's `.metadata` (itself written by rename, after every shard) and
-Lightning's `meta.pt` (written last, by rank 0).
+Lightning's `meta.pt` (written last, by rank 0), and `meta.pt` is intact.
 """
 
 from __future__ import annotations
@@ -18,7 +22,9 @@ from __future__ import annotations
 import contextlib
 import os
 import re
+import sys
 import warnings
+import zipfile
 from collections.abc import Callable
 from pathlib import Path
 from typing import BinaryIO
@@ -26,11 +32,13 @@ from typing import BinaryIO
 import torch
 from lightning.pytorch.callbacks import ModelCheckpoint
 from lightning.pytorch.plugins.io import TorchCheckpointIO
+from lightning.pytorch.utilities.exceptions import SIGTERMException
 
 from nsr_lightning.config_rules import check_group
-from nsr_lightning.errors import UserError
+from nsr_lightning.errors import UserError, disk_full_error, is_disk_full
 
 _STEP = re.compile(r"step=(\d+)")
+RUN_KEY = "nsr_run"  # {"objective": name, "model": shape}: what a checkpoint was saved with
 
 
 def atomic_torch_save(obj, path: str | os.PathLike) -> None:
@@ -50,9 +58,11 @@ def atomic_write(path: str | os.PathLike, write: Callable[[BinaryIO], object]) -
             f.flush()
             os.fsync(f.fileno())
         os.replace(tmp, path)
-    except BaseException:
+    except BaseException as e:
         with contextlib.suppress(OSError):
             tmp.unlink()
+        if isinstance(e, (OSError, RuntimeError)) and is_disk_full(e):
+            raise disk_full_error(path, e) from None
         raise
     with contextlib.suppress(OSError):  # the rename itself survives a power cut
         fd = os.open(path.parent, os.O_RDONLY)
@@ -80,6 +90,12 @@ class PeriodicCheckpoint(ModelCheckpoint):
             self._save_topk_checkpoint(trainer, self._monitor_candidates(trainer))
         super().on_train_end(trainer, pl_module)
 
+    def on_exception(self, trainer, pl_module, exception: BaseException) -> None:
+        """Stopped by SIGTERM (or a first Ctrl-C): Lightning raises between steps, so the state
+        is that of the last completed step; save it unless that step is saved already."""
+        if isinstance(exception, SIGTERMException) and not self._should_skip_saving_checkpoint(trainer):
+            self._save_topk_checkpoint(trainer, self._monitor_candidates(trainer))
+
 
 def periodic_checkpoints(every_n_steps: int, keep: int) -> ModelCheckpoint:
     """A checkpoint every `every_n_steps` RL steps (and at the end); the newest `keep` stay."""
@@ -95,10 +111,30 @@ def periodic_checkpoints(every_n_steps: int, keep: int) -> ModelCheckpoint:
     )
 
 
+def damage(path: Path) -> str | None:
+    """Why a checkpoint is not whole (None: it is): by its content, not its name."""
+    if path.name.startswith("."):
+        return "a temporary file"
+    if path.is_dir():
+        missing = [n for n in (".metadata", "meta.pt") if not (path / n).is_file()]
+        if missing:
+            return f"a sharded checkpoint without {', '.join(missing)}"
+        path = path / "meta.pt"
+    elif path.suffix != ".ckpt":
+        return "not a .ckpt file"
+    try:
+        size = path.stat().st_size
+        with zipfile.ZipFile(path) as archive:
+            for info in archive.infolist():
+                if info.header_offset + info.compress_size > size:
+                    return f"its archive is cut short ({info.filename} lies past the end of the file)"
+    except (OSError, zipfile.BadZipFile) as e:
+        return f"its archive is not whole ({e})"
+    return None
+
+
 def is_complete(path: Path) -> bool:
-    if path.is_file():
-        return path.suffix == ".ckpt" and not path.name.startswith(".")
-    return (path / ".metadata").is_file() and (path / "meta.pt").is_file()
+    return damage(path) is None
 
 
 def checkpoint_step(path: Path) -> int:
@@ -107,21 +143,77 @@ def checkpoint_step(path: Path) -> int:
     return int(match.group(1)) if match else -1
 
 
-def find_last(run_dir: str | os.PathLike) -> Path | None:
-    """The newest complete checkpoint (highest step, then newest file) anywhere under run_dir."""
-    candidates = [p for p in Path(run_dir).rglob("*.ckpt") if is_complete(p)]
-    if not candidates:
-        return None
-    return max(candidates, key=lambda p: (checkpoint_step(p), p.stat().st_mtime_ns))
+def _report(line: str) -> None:
+    print(line, file=sys.stderr, flush=True)
 
 
-def resolve_ckpt_path(ckpt_path: str | None, run_dir: str) -> str | None:
-    """`last` -> the newest complete checkpoint of run_dir (None when there is none yet)."""
+def find_last(run_dir: str | os.PathLike, report: Callable[[str], object] | None = _report) -> Path | None:
+    """The newest intact checkpoint (highest step, then newest file) anywhere under run_dir; each
+    newer one that is not intact is skipped with a line through `report`."""
+    paths = [p for p in Path(run_dir).rglob("*.ckpt") if not p.name.startswith(".")]
+    for path in sorted(paths, key=lambda p: (checkpoint_step(p), p.stat().st_mtime_ns), reverse=True):
+        why = damage(path)
+        if why is None:
+            return path
+        if report is not None:
+            report(f"ckpt_path=last: skipping {path}: {why}; falling back to the newest intact one")
+    return None
+
+
+def resolve_ckpt_path(
+    ckpt_path: str | None, run_dir: str, report: Callable[[str], object] | None = None
+) -> str | None:
+    """`last` -> the newest intact checkpoint of run_dir (None when there is none yet)."""
     if ckpt_path is None or str(ckpt_path) != "last":
-        if ckpt_path is not None and not Path(ckpt_path).exists():
-            raise UserError(
-                f"ckpt_path: no checkpoint at {ckpt_path} (or ckpt_path=last: the newest of run_dir)"
-            )
+        if ckpt_path is not None:
+            path = Path(ckpt_path)
+            if not path.exists():
+                raise UserError(
+                    f"ckpt_path: no checkpoint at {ckpt_path} (or ckpt_path=last: the newest of run_dir)"
+                )
+            if path.is_file() and path.suffix in (".yaml", ".json", ".safetensors", ".bin"):
+                raise UserError(
+                    f"ckpt_path: {ckpt_path} is a {path.suffix} file, not a training checkpoint; give a "
+                    "*.ckpt file or folder of a fit run (or ckpt_path=last); to start from a model's "
+                    "weights instead, set model.path to its folder"
+                )
+            why = damage(path)
+            if why is not None:
+                raise UserError(f"ckpt_path: {ckpt_path} is not a whole checkpoint: {why}")
         return ckpt_path
-    last = find_last(run_dir)
+    last = find_last(run_dir, report)
     return str(last) if last is not None else None
+
+
+def read_meta(ckpt_path: str) -> dict:
+    """The checkpoint's plain entries (its step, what it was saved with), tensors left on disk;
+    weights-only (pickle.UnpicklingError for a file holding other objects)."""
+    path = Path(ckpt_path)
+    path = path / "meta.pt" if path.is_dir() else path
+    return torch.load(path, map_location="cpu", mmap=True, weights_only=True)
+
+
+def check_resumable(meta: dict, ckpt_path: str, max_steps: int, run: dict) -> None:
+    """Refuse a checkpoint past trainer.max_steps, or one saved by another objective or model."""
+    step = int(meta.get("global_step", 0))
+    if max_steps != -1 and step > max_steps:
+        raise UserError(
+            f"trainer.max_steps={max_steps} is below the step of the checkpoint {ckpt_path} ({step}); "
+            f"set trainer.max_steps >= {step} to continue it, or start a new run_dir"
+        )
+    saved = meta.get(RUN_KEY)
+    if saved is None:
+        return
+    for what in ("objective", "model"):
+        if saved.get(what) != run.get(what):
+            raise UserError(
+                f"ckpt_path: {ckpt_path} was saved by objective {saved.get('objective')} with model "
+                f"{describe(saved.get('model'))}; this run is objective {run.get('objective')} with model "
+                f"{describe(run.get('model'))}: use that run's objective= and model=, or another run_dir"
+            )
+
+
+def describe(shape: dict | None) -> str:
+    if not shape:
+        return "?"
+    return ", ".join(f"{k}={v}" for k, v in shape.items())

@@ -20,70 +20,29 @@ those that still differ, for their owners to remove).
 
 from __future__ import annotations
 
-import math
-from collections.abc import Callable
-
+from nsr_lightning.config_kinds import (
+    BETAS,
+    BOOL,
+    FINITE,
+    PATH_OR_NULL,
+    SAMPLING,
+    between,
+    device_ok,
+    float16_on_cpu,
+    integer,
+    is_int,
+    is_number,
+    number,
+    one_of,
+    or_null,
+    under,
+)
 from nsr_lightning.errors import ConfigError, UserError
 
 # accepted names, also used by the code that acts on them (objectives/functional.py, models.py)
 LOSS_AGG_MODES = ("token-mean", "seq-mean-token-mean", "seq-mean-token-sum-norm")
 KL_ESTIMATORS = ("k1", "k2", "k3")
 DTYPE_NAMES = ("float32", "bfloat16", "float16")
-
-
-def _number(value) -> bool:
-    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
-
-
-def _int(value) -> bool:
-    return isinstance(value, int) and not isinstance(value, bool)
-
-
-def _note(text: str, note: str) -> str:
-    return f"{text} ({note})" if note else text
-
-
-def integer(low: int, note: str = "") -> tuple[str, Callable]:
-    return _note(f"an integer >= {low}", note), lambda v: _int(v) and v >= low
-
-
-def number(low: float, *, above: bool = False, note: str = "", noun: str = "a number"):
-    text = f"{noun} {'>' if above else '>='} {low:g}"
-    return _note(text, note), lambda v: _number(v) and (v > low if above else v >= low)
-
-
-def between(low: float, high: float, brackets: str = "[]", noun: str = "a number"):
-    """A number in [low, high], (low, high], [low, high) as `brackets` says."""
-    lo_ok = (lambda v: v >= low) if brackets[0] == "[" else (lambda v: v > low)
-    hi_ok = (lambda v: v <= high) if brackets[1] == "]" else (lambda v: v < high)
-    text = f"{noun} in {brackets[0]}{low:g}, {high:g}{brackets[1]}"
-    return text, lambda v: _number(v) and lo_ok(v) and hi_ok(v)
-
-
-def or_null(rule: tuple[str, Callable], note: str) -> tuple[str, Callable]:
-    text, ok = rule
-    return f"{text}, or null ({note})", lambda v: v is None or ok(v)
-
-
-def one_of(*names) -> tuple[str, Callable]:
-    text = "one of " + ", ".join(map(str, names))
-    return text, lambda v: isinstance(v, (str, int)) and not isinstance(v, bool) and v in names
-
-
-BOOL = ("true or false", lambda v: isinstance(v, bool))
-BETAS = ("two numbers in [0, 1)", lambda v: len(v) == 2 and all(_number(b) and 0 <= b < 1 for b in v))
-PATH_OR_NULL = ("a path, or null (the policy's)", lambda v: v is None or isinstance(v, str))
-FINITE = "a finite number"  # the objectives' wording
-SAMPLING = {  # rollout.sampling.* (fit), sampling.* (evaluate), callbacks.pass_at_k.*
-    "temperature": number(0, note="0 = greedy"),
-    "top_p": between(0, 1, "(]"),
-    "top_k": integer(0, "0 = off"),
-    "max_new_tokens": integer(1),
-}
-
-
-def under(prefix: str, rules: dict) -> list[tuple]:
-    return [(f"{prefix}.{name}", *rule) for name, rule in rules.items()]
 
 
 # key, accepted (said in the message), test; a key absent from the config is not checked
@@ -107,10 +66,10 @@ RULES = [
     ("algo.gradient_checkpointing", *BOOL),
     ("algo.entropy_of_all_responses", *BOOL),
     ("data.batch_size", *integer(1)),
-    ("data.num_train_problems", "an integer >= data.batch_size", lambda v: _int(v) and v >= 1),
+    ("data.num_train_problems", "an integer >= data.batch_size", lambda v: is_int(v) and v >= 1),
     ("data.num_heldout_problems", *integer(0)),
     ("data.min_terms", *integer(2)),
-    ("data.max_terms", "an integer >= data.min_terms", lambda v: _int(v) and v >= 2),
+    ("data.max_terms", "an integer >= data.min_terms", lambda v: is_int(v) and v >= 2),
     ("data.max_value", *integer(1)),
     ("data.max_heldout_problems", *or_null(integer(1), "all")),
     ("data.num_workers", *integer(0)),
@@ -123,6 +82,12 @@ RULES = [
     ("rollout.engine.gpu_memory_utilization", *between(0, 1, "(]")),
     ("rollout.engine.sleep_level", *one_of(1, 2)),
     ("n", *integer(1)),
+    ("device", "auto, cpu, or cuda / cuda:N on a machine with a CUDA GPU", device_ok),
+    (
+        "data.datasets",
+        "a non-empty list of data set names",
+        lambda v: bool(v) and all(isinstance(x, str) for x in v),
+    ),
     ("chunk_size", *or_null(integer(1), "rollout.engine.batch_size // n")),
     *under("sampling", SAMPLING),
     ("reward.num_workers", *or_null(integer(1), "the CPU count, at most 4")),
@@ -134,7 +99,7 @@ RULES = [
     ("checkpoint.every_n_steps", *integer(0, "0 = only at the end")),
     ("checkpoint.keep", *integer(1)),
     ("checkpoint.weights_only", *BOOL),
-    ("trainer.max_steps", "an integer >= 1, or -1 (no limit)", lambda v: _int(v) and (v >= 1 or v == -1)),
+    ("trainer.max_steps", "an integer >= 1, or -1 (no limit)", lambda v: is_int(v) and (v >= 1 or v == -1)),
     ("callbacks.pass_at_k.n", *integer(1)),
     ("callbacks.pass_at_k.every_n_steps", *integer(0, "0 = off")),
     ("callbacks.pass_at_k.before", *BOOL),
@@ -162,7 +127,7 @@ RULES = [
     ("objective.std_normalize", *BOOL),
     ("objective.adv_eps", *number(0, above=True, noun=FINITE)),
     ("objective.virtual_samples", *integer(0)),
-    ("objective.virtual_reward", FINITE, _number),
+    ("objective.virtual_reward", FINITE, is_number),
     ("objective.critic_lr", *number(0, above=True, noun=FINITE)),
     ("objective.critic_model_path", *PATH_OR_NULL),
     ("objective.gamma", *between(0, 1, noun=FINITE)),
@@ -224,7 +189,50 @@ CROSS = [
             on,
         ),
     ),
+    (
+        "model.dtype",
+        ("trainer.accelerator",),
+        lambda dtype, accelerator: not float16_on_cpu(dtype, accelerator),
+        lambda dtype, accelerator: must(
+            "model.dtype", f"float32 or bfloat16 on a CPU (trainer.accelerator={accelerator})", dtype
+        ),
+    ),
+    (
+        "device",
+        ("model.dtype",),
+        lambda device, dtype: not float16_on_cpu(dtype, device),
+        lambda device, dtype: must(
+            "device", "a CUDA GPU for model.dtype=float16 (on a CPU: float32 or bfloat16)", device
+        ),
+    ),
+    (
+        "reward",
+        ("data",),
+        lambda reward, data: (
+            not (
+                str(reward.get("_target_")).endswith("SyntheticReward")
+                and str(data.get("_target_")).endswith("MathDataModule")
+            )
+        ),
+        lambda *_: (
+            "reward=synthetic scores only the synthetic task's integer answers; with data=math add reward=math"
+        ),
+    ),
 ]
+
+# groups whose every key has a rule above: any other key in them is a typo (+algo.lrr=...)
+CLOSED = ("algo", "checkpoint", "fsdp", "rollout.sampling", "sampling")
+
+
+def _unknown_keys(cfg) -> None:
+    from omegaconf import DictConfig, OmegaConf
+
+    for prefix in CLOSED:
+        node = OmegaConf.select(cfg, prefix, default=None)
+        known = [k[len(prefix) + 1 :] for k in BY_KEY if k.startswith(prefix + ".")]
+        for name in node if isinstance(node, DictConfig) else ():
+            if name not in known:
+                raise ConfigError(f"{prefix}.{name}: unknown config key; {prefix} has: {', '.join(known)}")
 
 
 def _refused(key: str, value) -> str | None:
@@ -280,8 +288,10 @@ def _select(cfg, key: str):
 def check_config(cfg) -> None:
     """Every rule whose keys the composed config has, then the objective (pure, cheap to build):
     one UserError naming the key and the accepted values, before anything is loaded."""
-    values = {key: _select(cfg, key) for key, _, _ in RULES}  # CROSS reads only keys of RULES
+    keys = [key for key, _, _ in RULES] + [k for key, others, _, _ in CROSS for k in (key, *others)]
+    values = {key: _select(cfg, key) for key in keys}
     _check_all({key: value for key, value in values.items() if value is not _ABSENT})
+    _unknown_keys(cfg)
     if "objective" not in cfg:
         return
     from hydra.errors import HydraException

@@ -15,6 +15,7 @@ import lightning as L
 import numpy as np
 import torch
 
+from nsr_lightning.checkpoint import RUN_KEY
 from nsr_lightning.config_rules import check_group
 from nsr_lightning.fsdp import is_sharded, shard_model
 from nsr_lightning.metrics import RatioMetric
@@ -112,6 +113,13 @@ class RLVRModule(L.LightningModule):
     def on_save_checkpoint(self, checkpoint: dict) -> None:
         checkpoint["policy_version"] = self.policy_version
         checkpoint["bad_updates_in_a_row"] = self.update.bad_updates_in_a_row
+        checkpoint[RUN_KEY] = self.run_identity()
+
+    def run_identity(self) -> dict:
+        """What a checkpoint of this run was saved with (checkpoint.check_resumable compares it)."""
+        config = self.model.config
+        shape = {k: getattr(config, k, None) for k in ("model_type", "num_hidden_layers", "hidden_size")}
+        return {"objective": self.objective.name, "model": shape | {"vocab_size": config.vocab_size}}
 
     def on_load_checkpoint(self, checkpoint: dict) -> None:
         self.policy_version = int(checkpoint.get("policy_version", 0))

@@ -1,5 +1,6 @@
 """Checks that run before anything expensive (models, data, processes): every folder the run
-writes to (writable, room to write). Each failure is one UserError naming the key to fix.
+writes to (writable, room to write) and, for W&B online, an API key and a reachable server.
+Each failure is one UserError naming the key to fix.
 Config values are checked by nsr_lightning/config_rules.py."""
 
 from __future__ import annotations
@@ -66,3 +67,35 @@ def check_run_folders(cfg, command: str) -> None:
             f"(final model + checkpoint.keep={cfg.checkpoint.keep} checkpoints with optimizer state + logs); "
             "free some space, choose another run_dir, or lower checkpoint.keep"
         )
+
+
+def check_online_logger(cfg, timeout: float = 5.0) -> None:
+    """`logger.wandb.offline=false`: an API key and a reachable W&B server, checked in seconds
+    (else wandb.init fails deep in Lightning after a long wait)."""
+    import netrc
+    import socket
+    from urllib.parse import urlparse
+
+    wandb = (cfg.get("logger") or {}).get("wandb")
+    if wandb is None or wandb.get("offline", True) or os.environ.get("WANDB_MODE") in ("offline", "disabled"):
+        return
+    url = urlparse(os.environ.get("WANDB_BASE_URL", "https://api.wandb.ai"))
+    host, port = url.hostname or "api.wandb.ai", url.port or (80 if url.scheme == "http" else 443)
+    offline = "or set logger.wandb.offline=true (upload later: wandb sync <run_dir>/wandb/offline-run-*)"
+    key = os.environ.get("WANDB_API_KEY")
+    if not key:
+        try:
+            key = (netrc.netrc().authenticators(host) or (None, None, None))[2]
+        except (OSError, netrc.NetrcParseError):
+            key = None
+    if not key:
+        raise UserError(
+            f"logger.wandb.offline=false: no W&B API key (set WANDB_API_KEY or run `wandb login`), {offline}"
+        )
+    try:
+        socket.create_connection((host, port), timeout=timeout).close()
+    except OSError as e:
+        raise UserError(
+            f"logger.wandb.offline=false: cannot reach the W&B server {host}:{port} ({e.strerror or e}); "
+            f"check the network, {offline}"
+        ) from None

@@ -32,9 +32,10 @@ def options(group: str) -> list[str]:
     )
 
 
+PAIRED = {"data=math": ["reward=math"]}  # options shipped to be used together (a CROSS rule says so)
 COMPOSITIONS = [("fit", []), ("evaluate", [])] + [
-    (command, [f"{group}={option}"]) for command in ("fit", "evaluate") for group in groups(command)
-    for option in options(group)
+    (command, [f"{group}={option}", *PAIRED.get(f"{group}={option}", [])])
+    for command in ("fit", "evaluate") for group in groups(command) for option in options(group)
 ]  # fmt: skip
 
 
@@ -90,13 +91,17 @@ CROSS_BAD = {
     "objective.lambda_pos": ["objective.lambda_pos=0", "objective.lambda_neg=0"],
     "objective.dynamic_sampling": ["objective=dapo", "objective.drop_all_wrong_groups=false"]
     + ["objective.drop_all_correct_groups=false"],
+    "model.dtype": ["model.dtype=float16", "trainer.accelerator=cpu"],
+    "device": ("evaluate", ["model.dtype=float16", "device=cpu"]),
+    "reward": ["data=math", "reward=synthetic"],
 }
 
 
 @pytest.mark.parametrize("key, others", [(key, others) for key, others, _, _ in CROSS])
 def test_every_cross_rule_refuses_a_bad_combination(key, others):
+    command, bad = CROSS_BAD[key] if isinstance(CROSS_BAD[key], tuple) else ("fit", CROSS_BAD[key])
     with pytest.raises(UserError) as info:
-        load_config("fit", [*CROSS_BAD[key], RUN_DIR])
+        load_config(command, [*bad, RUN_DIR])
     assert key in str(info.value) and all(other in str(info.value) for other in others)
 
 

@@ -96,3 +96,65 @@ def test_a_full_disk_is_one_clear_error_before_loading_anything(tmp_path, capsys
     assert main(["fit", f"run_dir={tmp_path / 'run'}"]) == 2
     err = capsys.readouterr().err
     assert "has 10 MB free, this run writes about" in err and "checkpoint.keep" in err
+
+
+def test_a_disk_that_fills_during_a_checkpoint_is_one_line(tmp_path, capsys, monkeypatch):
+    """torch.save's own words for a full disk ("unexpected pos"): one line, exit 1, no temp file."""
+    import nsr_lightning.checkpoint as checkpoint
+
+    def full(obj, f, *a, **k):
+        f.write(b"PK\x03\x04 part of a checkpoint")
+        raise RuntimeError("[enforce fail at inline_container.cc:778] . unexpected pos 3086016 vs 3085904")
+
+    monkeypatch.setattr(checkpoint.torch, "save", full)
+    run = tmp_path / "run"
+    args = [*NAN[2:], "objective=reinforce", "trainer.enable_checkpointing=true", "trainer.max_steps=1"]
+    assert main(["fit", *args, f"run_dir={run}"]) == 1
+    err = capsys.readouterr().err
+    line = next(x for x in err.splitlines() if x.startswith("error:"))
+    assert "no space left on device while writing" in line and "step=1.ckpt" in line, line
+    assert not any(
+        x.startswith(("RuntimeError", "nsr_lightning.errors")) for x in err.splitlines()
+    )  # no traceback
+    assert not list(run.rglob(".*.tmp-*")) and not list(run.rglob("*.ckpt"))
+    assert not (run / "final_model").exists()
+
+
+def test_a_final_model_that_does_not_fit_leaves_no_partial_folder(tmp_path, capsys, monkeypatch):
+    from transformers import PreTrainedModel
+
+    def full(self, folder, **kwargs):
+        Path(folder).mkdir(parents=True, exist_ok=True)
+        (Path(folder) / "config.json").write_text("{}")
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(PreTrainedModel, "save_pretrained", full)
+    run = tmp_path / "run"
+    assert main(["fit", *NAN[2:], "objective=reinforce", "trainer.max_steps=1", f"run_dir={run}"]) == 1
+    err = capsys.readouterr().err
+    assert "error: no space left on device while writing" in err and "final_model" in err
+    assert not (run / "final_model").exists() and not list(run.glob(".final_model*"))
+
+
+def test_wandb_online_without_network_or_key_is_one_line_before_loading(tmp_path, capsys, monkeypatch):
+    import socket
+
+    import nsr_lightning.cli as cli
+
+    monkeypatch.delenv("WANDB_MODE", raising=False)
+    monkeypatch.setattr(cli, "build_fit", lambda cfg: pytest.fail("went on to load models and data"))
+    args = ["fit", "logger=wandb", "logger.wandb.offline=false", f"run_dir={tmp_path / 'run'}"]
+    monkeypatch.setenv("WANDB_API_KEY", "x" * 40)
+
+    def unreachable(address, timeout=None):
+        raise OSError(101, "Network is unreachable")
+
+    monkeypatch.setattr(socket, "create_connection", unreachable)
+    assert main(args) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "cannot reach the W&B server api.wandb.ai:443" in err
+    assert "logger.wandb.offline=true" in err
+    monkeypatch.delenv("WANDB_API_KEY")
+    monkeypatch.setenv("NETRC", str(tmp_path / "no-netrc"))
+    assert main(args) == 2
+    assert "no W&B API key" in capsys.readouterr().err

@@ -33,14 +33,16 @@ def test_off_by_default_and_on_every_n_steps(fast_overrides, tmp_path):
     run = tmp_path / "run"
     assert main(["fit", *fast_overrides, "data.seed=0"]) == 0
     assert not list(run.glob("csv/version_*/heldout.json"))  # off by default
-    args = ["fit", *fast_overrides, "data.seed=0", "trainer.max_steps=2", "callbacks.heldout.every_n_steps=1"]
+    run = tmp_path / "on"  # a new run_dir: a finished one is not started over
+    fast = [o for o in fast_overrides if not o.startswith("run_dir=")] + [f"run_dir={run}"]
+    args = ["fit", *fast, "data.seed=0", "trainer.max_steps=2", "callbacks.heldout.every_n_steps=1"]
     args += [
         "callbacks.heldout.num_problems=3",
         "callbacks.heldout.entropy_samples=2",
         "callbacks.pass_at_k.before=false",
     ]
     assert main(args) == 0
-    (path,) = run.glob("csv/version_1/heldout.json")
+    (path,) = run.glob("csv/version_0/heldout.json")
     history = json.loads(path.read_text())
     assert [h["step"] for h in history] == [0, 1, 2]  # before training, then every step
     by_hand = greedy_accuracy_by_hand(SyntheticTask(seed=0).heldout_problems(3))
@@ -49,7 +51,7 @@ def test_off_by_default_and_on_every_n_steps(fast_overrides, tmp_path):
     for h in history:
         assert h["greedy_accuracy"] * 3 == pytest.approx(round(h["greedy_accuracy"] * 3))  # k of 3 problems
         assert 0 < h["entropy"] < math.log(vocab)
-    header = next(run.glob("csv/version_1/metrics.csv")).read_text().splitlines()[0]
+    header = next(run.glob("csv/version_0/metrics.csv")).read_text().splitlines()[0]
     assert "heldout/greedy_accuracy" in header and "heldout/entropy" in header
 
 

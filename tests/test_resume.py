@@ -85,15 +85,17 @@ def test_a_crash_mid_write_leaves_no_complete_looking_file(tmp_path, monkeypatch
 def test_last_checkpoint_by_step_and_sharded_folders(tmp_path):
     (tmp_path / "csv/version_0/checkpoints").mkdir(parents=True)
     (tmp_path / "csv/version_1/checkpoints").mkdir(parents=True)
-    (tmp_path / "csv/version_0/checkpoints/epoch=0-step=10.ckpt").write_bytes(b"x")
-    (tmp_path / "csv/version_1/checkpoints/epoch=0-step=9.ckpt").write_bytes(b"x")  # older step, newer file
+    torch.save({"global_step": 10}, tmp_path / "csv/version_0/checkpoints/epoch=0-step=10.ckpt")
+    torch.save({"global_step": 9}, tmp_path / "csv/version_1/checkpoints/epoch=0-step=9.ckpt")  # newer file
     assert find_last(tmp_path).name == "epoch=0-step=10.ckpt"
     sharded = tmp_path / "csv/version_1/checkpoints/epoch=0-step=12.ckpt"
     sharded.mkdir()
     (sharded / "__0_0.distcp").write_bytes(b"x")
     assert find_last(tmp_path).name == "epoch=0-step=10.ckpt"  # no .metadata / meta.pt yet: incomplete
     (sharded / ".metadata").write_bytes(b"x")
-    (sharded / "meta.pt").write_bytes(b"x")
+    (sharded / "meta.pt").write_bytes(b"PK torn")  # meta.pt is judged by content
+    assert find_last(tmp_path).name == "epoch=0-step=10.ckpt"
+    torch.save({"global_step": 12}, sharded / "meta.pt")
     assert find_last(tmp_path) == sharded
     assert resolve_ckpt_path("last", str(tmp_path / "empty")) is None  # nothing yet: start fresh
     with pytest.raises(UserError, match="ckpt_path"):

@@ -89,7 +89,7 @@ def read_rows(path: str | os.PathLike) -> list[dict]:
     p = Path(os.path.expanduser(str(path)))
     if not p.is_file():
         raise UserError(f"{p}: no such file (a data set path must be a JSONL, JSON or Parquet file)")
-    if p.suffix == ".parquet":
+    if p.suffix == ".parquet" or _starts_with(p, b"PAR1"):  # a Parquet file by its name or content
         try:
             import pyarrow.parquet as pq
         except ImportError:
@@ -109,10 +109,23 @@ def read_rows(path: str | os.PathLike) -> list[dict]:
     return rows
 
 
+def _starts_with(p: Path, magic: bytes) -> bool:
+    try:
+        with open(p, "rb") as f:
+            return f.read(len(magic)) == magic
+    except OSError:
+        return False
+
+
+def _no_constant(name: str):
+    """NaN, Infinity, -Infinity: not JSON numbers (Python's json reads them unless told not to)."""
+    raise ValueError(f"{name} is not a JSON number")
+
+
 def _json_rows(p: Path, data: bytes) -> list[dict]:
     if p.suffix == ".json":
         try:
-            rows = json.loads(data.decode("utf-8"))
+            rows = json.loads(data.decode("utf-8"), parse_constant=_no_constant)
         except UnicodeDecodeError as e:
             raise UserError(f"{p}: not valid UTF-8 at byte {e.start}") from None
         except json.JSONDecodeError as e:
@@ -127,7 +140,7 @@ def _json_rows(p: Path, data: bytes) -> list[dict]:
         if not line.strip():
             continue
         try:
-            row = json.loads(line.decode("utf-8"))
+            row = json.loads(line.decode("utf-8"), parse_constant=_no_constant)
         except UnicodeDecodeError:
             raise UserError(f"{p}: line {number}: not valid UTF-8") from None
         except json.JSONDecodeError as e:
