@@ -264,10 +264,10 @@ class Update(Passes):
             ("min", s["weight_min"], torch.minimum),
             ("max", s["weight_max"], torch.maximum),
         ):
-            key = f"rollout/is_weight_{name}"
-            if key in self.stats.scalars:
+            key = f"rollout/is_weight_{name}"  # this rank's (a rank without samples sets none:
+            if key in self.stats.scalars:  # a reduce over ranks would then miss a collective)
                 value = pick(value, torch.as_tensor(self.stats.scalars[key][0], device=value.device))
-            self.stats.set(key, value, reduce=name)
+            self.stats.set(key, value)
         return weights
 
     def _skip_if_not_finite(self, loss: Tensor, norms: dict[str, Tensor]) -> bool:
