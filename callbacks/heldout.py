@@ -8,7 +8,8 @@ entropy on the test set, tracked across training steps (section 4.1). Off by def
   (temperature 0) response is correct;
 - `heldout/entropy`: mean token entropy of pi(. | x, y_<t) over `entropy_samples` responses per
   problem sampled at `temperature` (the policy's own samples, as `rollout/entropy` on training
-  prompts), nats per token.
+  prompts), nats per token; of the distribution sampled, softmax(logits / temperature) (the
+  batch carries its temperature to `response_logprobs`).
 
 It reuses the rollout callback's engine and reward and the trainer's log-prob code, in chunks of
 `algo.logprob_chunk_size` rows; problems are sharded over data-parallel ranks and the sums

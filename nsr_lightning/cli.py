@@ -32,6 +32,10 @@ def _register_resolvers() -> None:
 
     if not OmegaConf.has_resolver("nsr_asset"):
         OmegaConf.register_new_resolver("nsr_asset", lambda name: str(ASSETS / name))
+    if not OmegaConf.has_resolver("nsr_packaged"):  # a model shipped in a PyPI package (converted once)
+        from nsr_lightning.packaged_models import packaged_model_path
+
+        OmegaConf.register_new_resolver("nsr_packaged", packaged_model_path)
     if not OmegaConf.has_resolver("nsr_mul"):  # e.g. FSDP's data-parallel size = devices x nodes
         OmegaConf.register_new_resolver("nsr_mul", lambda a, b: int(a) * int(b))
 
@@ -104,9 +108,14 @@ def _add_unlisted_key(override: str, listed) -> str:
 
 
 def _one_message(e: BaseException) -> str:
-    """The innermost user-facing message (Hydra wraps constructor errors)."""
+    """The innermost user-facing message (Hydra wraps constructor errors, OmegaConf resolver errors)."""
     from nsr_lightning.errors import UserError
 
+    inner = e
+    while inner is not None:  # a UserError raised inside a resolver (model=smollm2_135m) is the message
+        if isinstance(inner, UserError):
+            return str(inner)
+        inner = inner.__cause__ or inner.__context__
     while e.__cause__ is not None and isinstance(e.__cause__, (ValueError, TypeError, UserError)):
         e = e.__cause__
     return str(e).split("Config search path:")[0].strip()

@@ -28,6 +28,8 @@ def build_fit(cfg):
     callbacks = [RunEndCallback(), rollout] + [instantiate(c) for c in cfg.callbacks.values()]
     loggers = [instantiate(c) for c in cfg.logger.values()]
     algo = OmegaConf.to_container(cfg.algo)
+    if cfg.rollout.get("correction") is not None:  # the engine's rollout correction (update.py)
+        algo["rollout_correction"] = OmegaConf.to_container(cfg.rollout.correction)
     trainer_args = OmegaConf.to_container(cfg.trainer, resolve=True)
     # A strategy given as an object (trainer=fsdp8: ModelParallelStrategy) rather than a name
     plugins = []

@@ -35,14 +35,21 @@ def response_logprobs(
     an entropy bonus); then the autograd graph keeps no (rows x length x vocabulary) tensors for
     it: with a 152k vocabulary they are a large part of a micro-batch's memory.
 
+    Both are those of softmax(logits / T) with T = `batch.logprob_temperature` (the sampling
+    temperature; 1 for greedy batches), the distribution the responses were drawn from, as TRL
+    and verl compute them. top-k / top-p are not applied: see README, "Temperature".
+
     Returns (logprobs (N, R), entropy (N, R) or None), float32, zero where response_mask is 0.
     """
+    temperature = batch.logprob_temperature
     width = batch.response_ids.shape[1]
     batch = batch.trimmed()
     logits = _shared_prompt_logits(model, batch) if share_prompts else _row_logits(model, batch)  # (N, R, V)
     logps, ents = [], []
     for start in range(0, logits.shape[0], chunk_size):
         lg = logits[start : start + chunk_size].float()  # (c, R, V)
+        if temperature != 1.0:
+            lg = lg / temperature
         logp_all = torch.log_softmax(lg, dim=-1)
         targets = batch.response_ids[start : start + chunk_size].unsqueeze(-1)  # (c, R, 1)
         logps.append(logp_all.gather(-1, targets).squeeze(-1))

@@ -26,6 +26,7 @@ import torch
 from torch import Tensor, nn
 
 from nsr_lightning.config_rules import check_group
+from nsr_lightning.correction import RolloutCorrection, importance_weights
 from nsr_lightning.errors import RunStopped
 from nsr_lightning.fsdp import to_local_scalar
 from nsr_lightning.metrics import group_outcomes
@@ -53,9 +54,12 @@ class UpdateSettings:
     logprob_check_rows: int = 16
     max_bad_updates_in_a_row: int = 3
     seed: int = 0
+    rollout_correction: RolloutCorrection = RolloutCorrection()  # config: rollout.correction.*
 
     def __post_init__(self) -> None:
-        check_group("algo", vars(self))
+        if isinstance(self.rollout_correction, dict):  # from the config
+            object.__setattr__(self, "rollout_correction", RolloutCorrection(**self.rollout_correction))
+        check_group("algo", {k: v for k, v in vars(self).items() if k not in ("seed", "rollout_correction")})
 
 
 def _raw(optimizer):
@@ -238,8 +242,15 @@ class Update(Passes):
         logprobs, entropy = self._logprobs(self.model, mini)  # entropy: logged, and the bonus if any
         old = pick.get("old_logprobs", logprobs.detach())
         mask = mini.response_mask
+        weights = self._importance_weights(old, mini)
         loss, s = self.objective.loss(
-            logprobs, old, pick["advantages"], mask, entropy=entropy, ref_logprobs=pick.get("ref_logprobs")
+            logprobs,
+            old,
+            pick["advantages"],
+            mask,
+            entropy=entropy,
+            ref_logprobs=pick.get("ref_logprobs"),
+            is_weights=weights,
         )
         tokens, add = s["tokens"], self.stats.add
         add("train/entropy", entropy.detach().sum(), tokens)
@@ -261,6 +272,30 @@ class Update(Passes):
             loss = loss + extra_loss  # the extra models' own parameters and optimizers: no weight
         add("loss/total", loss.detach() * tokens, tokens)
         return loss
+
+    def _importance_weights(self, old: Tensor, mini: RolloutBatch) -> Tensor | None:
+        """Rollout correction's token weights for this micro-batch (None: off, or an engine without
+        logprobs), pi_old / pi_sampler truncated and masked (correction.py); rollout/is_* metrics."""
+        correction = self.settings.rollout_correction
+        if not correction.enabled or mini.sampler_logprobs is None:
+            return None
+        weights, s = importance_weights(old, mini.sampler_logprobs, mini.response_mask, correction)
+        add = self.stats.add
+        add("rollout/is_weight_mean", s["weight_sum"], s["tokens"])
+        add("rollout/is_truncated_ratio", s["truncated"], s["tokens"])
+        add("rollout/is_masked_ratio", s["masked"], s["sequences"])
+        # effective sample size over tokens, (sum w)^2 / (n sum w^2) per micro-batch, token-weighted
+        ess = s["weight_sum"] ** 2 / s["weight_sq_sum"].clamp(min=1e-30)  # no host sync
+        add("rollout/is_ess", ess, s["tokens"])
+        for name, value, pick in (
+            ("min", s["weight_min"], torch.minimum),
+            ("max", s["weight_max"], torch.maximum),
+        ):
+            key = f"rollout/is_weight_{name}"  # this rank's (a rank without samples sets none:
+            if key in self.stats.scalars:  # a reduce over ranks would then miss a collective)
+                value = pick(value, torch.as_tensor(self.stats.scalars[key][0], device=value.device))
+            self.stats.set(key, value)
+        return weights
 
     def _skip_if_not_finite(self, loss: Tensor, norms: dict[str, Tensor]) -> bool:
         """Whether this update must be skipped: a non-finite loss or gradient norm on any rank

@@ -234,7 +234,7 @@ def run_raw(a) -> dict:
         with torch.no_grad():
             torch.manual_seed(seed)
             resp = sample_responses(
-                model, ids, attn, n=a.n, sampling=sampling, eos_id=eos, pad_id=pad
+                model, ids, attn, n=a.n, sampling=sampling, stop_ids=[eos], pad_id=pad
             )  # (N, R)
         t1 = clock(a.device)
         model.train()

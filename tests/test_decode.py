@@ -42,11 +42,11 @@ def test_greedy_batch_matches_generate(model):
     finished rows (compaction) along the way and must still give generate's tokens."""
     ids, attn = left_padded([5, 12, 9, 16, 7, 11, 14, 6])
     greedy = SamplingConfig(temperature=0, max_new_tokens=60)
-    ours = sample_responses(model, ids, attn, n=1, sampling=greedy, eos_id=EOS, pad_id=PAD)
+    ours = sample_responses(model, ids, attn, n=1, sampling=greedy, stop_ids=[EOS], pad_id=PAD)
     lengths = (ours != PAD).sum(-1)
     assert lengths.unique().numel() > 1  # rows ended at different steps: compaction happened
     assert same_responses(ours, hf_generate(model, ids, attn, greedy))
-    repeated = sample_responses(model, ids, attn, n=3, sampling=greedy, eos_id=EOS, pad_id=PAD)
+    repeated = sample_responses(model, ids, attn, n=3, sampling=greedy, stop_ids=[EOS], pad_id=PAD)
     assert torch.equal(repeated, ours.repeat_interleave(3, dim=0))  # row i * n + j answers prompt i
 
 
@@ -60,7 +60,7 @@ def test_sampling_matches_generate_with_the_same_seed(model, temperature, top_k,
     s = SamplingConfig(temperature=temperature, top_k=top_k, top_p=top_p, max_new_tokens=60)
     for seed in range(4):
         torch.manual_seed(seed)
-        ours = sample_responses(model, ids, attn, n=1, sampling=s, eos_id=EOS, pad_id=PAD)
+        ours = sample_responses(model, ids, attn, n=1, sampling=s, stop_ids=[EOS], pad_id=PAD)
         torch.manual_seed(seed)
         assert same_responses(ours, hf_generate(model, ids, attn, s))
 
@@ -82,7 +82,7 @@ def test_batched_sampling_is_the_model_distribution(model):
     ids, attn = left_padded([10])
     n = 4000
     out = sample_responses(
-        model, ids, attn, n=n, sampling=SamplingConfig(max_new_tokens=3), eos_id=EOS, pad_id=PAD
+        model, ids, attn, n=n, sampling=SamplingConfig(max_new_tokens=3), stop_ids=[EOS], pad_id=PAD
     )
     with torch.no_grad():
         probs = model(input_ids=ids, attention_mask=attn).logits[0, -1].float().softmax(-1)

@@ -80,7 +80,7 @@ def test_vllm_engine_to_batch_without_vllm():
         for r, lps in zip(ids, logprobs, strict=True)
     ]
     outputs = [SimpleNamespace(outputs=samples[:2]), SimpleNamespace(outputs=samples[2:])]
-    engine = SimpleNamespace(tokenizer=Tokenizer(), pad_id=PAD, eos_id=EOS)
+    engine = SimpleNamespace(tokenizer=Tokenizer(), pad_id=PAD, stop_ids=[EOS])
     check_vllm_style(VLLMEngine._to_batch(engine, prompts, outputs, 2))
 
 

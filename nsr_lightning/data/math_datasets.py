@@ -48,7 +48,8 @@ DATASETS: dict[str, DatasetSpec] = {
     "amc23": DatasetSpec("math-ai/amc23", "test", 40, {"problem": "question"}),
 }
 SYNTHETIC = "synthetic"  # the embedded task's held-out problems (nsr_lightning.data.synthetic)
-NAMES = (*DATASETS, SYNTHETIC)
+WORD_PROBLEMS = "word_problems"  # held-out arithmetic word problems (nsr_lightning.data.word_problems)
+NAMES = (*DATASETS, SYNTHETIC, WORD_PROBLEMS)
 _SCHEMA = ("problem", "answer", "id")
 MAX_FIELD_CHARS = 100_000  # a problem or answer longer than this is a broken row, not a prompt
 
@@ -67,6 +68,10 @@ def load_problems(
     check("data.limit", limit)
     if name == SYNTHETIC and path is None:
         return SyntheticTask(seed=seed).heldout_problems(limit or 128)
+    if name == WORD_PROBLEMS and path is None:
+        from nsr_lightning.data.word_problems import WordProblemTask  # imports this module's package
+
+        return WordProblemTask(seed=seed).heldout_problems(limit or 128)
     spec = DATASETS.get(name)
     if spec is None and path is None and hub_id is None:
         raise UserError(

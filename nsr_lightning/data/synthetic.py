@@ -85,8 +85,11 @@ class SyntheticTask:
         digest = hashlib.sha256(f"{self.seed}|{question}".encode()).digest()
         return int.from_bytes(digest[:8], "big") % HELDOUT_BUCKETS == 0
 
-    def _problem(self, pid: str, question: str) -> Problem:
-        return Problem(id=pid, question=question, answer=str(self.answer_of(question)))
+    def _draw(self, rng: random.Random) -> tuple[str, str]:
+        """(question, answer) of one random problem: the hook a task with other questions
+        overrides (data/word_problems.py); the split and the streams stay these."""
+        question = self._random_question(rng)
+        return question, str(self.answer_of(question))
 
     def train_problem(self, index: int) -> Problem:
         """The ``index``-th training problem; never a held-out question."""
@@ -94,9 +97,9 @@ class SyntheticTask:
             raise ValueError(f"train_problem: index must be a non-negative int, got {index!r}")
         for salt in range(_MAX_TRIES):
             rng = random.Random(f"synthetic-train|{self.seed}|{index}|{salt}")
-            question = self._random_question(rng)
+            question, answer = self._draw(rng)
             if not self.is_heldout(question):
-                return self._problem(f"train-{index}", question)
+                return Problem(id=f"train-{index}", question=question, answer=answer)
         raise ValueError(f"train_problem: problem space of {self!r} is too small to avoid the held-out set")
 
     def heldout_problems(self, count: int) -> list[Problem]:
@@ -108,7 +111,7 @@ class SyntheticTask:
         seen: set[str] = set()
         misses = 0
         while len(problems) < count:
-            question = self._random_question(rng)
+            question, answer = self._draw(rng)
             if question in seen or not self.is_heldout(question):
                 misses += 1
                 if misses > _MAX_TRIES * max(1, count):
@@ -117,7 +120,7 @@ class SyntheticTask:
                     )
                 continue
             seen.add(question)
-            problems.append(self._problem(f"heldout-{len(problems)}", question))
+            problems.append(Problem(id=f"heldout-{len(problems)}", question=question, answer=answer))
         return problems
 
     # ---------------------------------------------------------------- solutions

@@ -195,12 +195,15 @@ class Objective:
         mask: Tensor,
         entropy: Tensor | None = None,
         ref_logprobs: Tensor | None = None,
+        is_weights: Tensor | None = None,
     ) -> tuple[Tensor, dict[str, Tensor]]:
         """Clipped surrogate loss, minus the entropy bonus, plus the KL penalty.
 
         logprobs, old_logprobs, mask: (B, T); advantages: (B,) per sequence or (B, T) per token;
         entropy: (B, T) token entropy of pi_theta (needed only with an entropy bonus);
-        ref_logprobs: (B, T) of the reference policy (needed only with kl_coef > 0).
+        ref_logprobs: (B, T) of the reference policy (needed only with kl_coef > 0);
+        is_weights: (B, T) detached importance weights of the policy-gradient term per token (rollout
+        correction, nsr_lightning/correction.py), None = 1; the KL and entropy terms are not weighted.
         Returns the scalar loss and detached per-mini-batch statistics (sums over tokens).
         """
         adv = advantages.unsqueeze(-1) if advantages.dim() == 1 else advantages  # (B, 1|T)
@@ -211,6 +214,8 @@ class Objective:
         surr = -adv * ratio
         surr_clipped = -adv * ratio.clamp(lo, hi)
         pg_tokens = torch.maximum(surr, surr_clipped)  # (B, T)
+        if is_weights is not None:
+            pg_tokens = pg_tokens * is_weights.detach().to(pg_tokens.dtype)
         pg_loss = aggregate(pg_tokens, mask, self.loss_agg_mode, self.norm_length)
         loss = pg_loss
         stats: dict[str, Tensor] = {"pg_loss": pg_loss.detach()}

@@ -43,6 +43,15 @@ class RolloutBatch:
     texts: list[str] = field(default_factory=list)  # decoded responses, N
     rewards: Tensor | None = None  # (N,)
     sampler_logprobs: Tensor | None = None  # (N, R) the engine's logprobs of the sampled tokens
+    # The sampling temperature of the responses: the trainer's log-probabilities, entropy, ratios
+    # and KL are those of softmax(logits / T), the distribution sampled (`logprob_temperature`).
+    temperature: float = 1.0
+
+    @property
+    def logprob_temperature(self) -> float:
+        """T of the log-probabilities: the sampling temperature, and 1 for greedy responses
+        (T = 0 samples no distribution; its tokens are scored under the model's own, T = 1)."""
+        return float(self.temperature) if self.temperature > 0 else 1.0
 
     def __len__(self) -> int:
         return self.response_ids.shape[0]
@@ -131,6 +140,7 @@ def build_batch(
     pad_id: int,
     lengths: list[int] | None = None,
     sampler_logprobs: list[Tensor] | None = None,
+    temperature: float = 1.0,
 ) -> RolloutBatch:
     """The RolloutBatch of an engine's samples: n responses per prompt, in prompt order.
 
@@ -139,15 +149,19 @@ def build_batch(
     `lengths[row]` tokens count at most (for an engine whose rows end where its samples end).
     Every other position holds `pad_id`. `sampler_logprobs`: the engine's logprob of each
     sampled token, rows like `responses`, zeroed outside the mask. Texts: the counted tokens,
-    decoded without special tokens.
+    decoded without special tokens. `temperature`: the one the responses were sampled at.
     """
     prompt_rows = [torch.tensor(p, dtype=torch.long) for p in prompts for _ in range(n)]
     prompt_ids = pad_stack(prompt_rows, pad_id, left=True)  # (N, P)
     prompt_mask = pad_stack([torch.ones_like(p) for p in prompt_rows], 0, left=True)  # (N, P)
     response_ids = pad_stack(responses, pad_id, left=False)  # (N, R)
-    response_mask, truncated = response_mask_from_ids(response_ids, list(eos_ids))
-    if lengths is not None:
+    if lengths is None:
+        response_mask, truncated = response_mask_from_ids(response_ids, list(eos_ids))
+    else:  # padding past a row's end is no stop token, even where pad_id is one (SmolLM2: pad = eos)
         within = torch.arange(response_ids.shape[1]) < torch.tensor(lengths).unsqueeze(1)  # (N, R)
+        response_mask, truncated = response_mask_from_ids(
+            response_ids.masked_fill(~within, -1), list(eos_ids)
+        )
         response_mask = response_mask * within.long()
     response_ids = response_ids.masked_fill(response_mask == 0, pad_id)
     if sampler_logprobs is not None:
@@ -165,6 +179,7 @@ def build_batch(
         truncated=truncated,
         texts=texts,
         sampler_logprobs=sampler_logprobs,
+        temperature=float(temperature),
     )
 
 
@@ -173,6 +188,9 @@ def cat_batches(batches: list[RolloutBatch], pad_id: int = 0) -> RolloutBatch:
     groups of different batches stay apart; padded positions get `pad_id` (masked everywhere)."""
     if len(batches) == 1:
         return batches[0]
+    temperatures = {b.temperature for b in batches}
+    if len(temperatures) != 1:
+        raise ValueError(f"cannot join batches sampled at different temperatures: {sorted(temperatures)}")
     offsets, total = [], 0
     for b in batches:
         offsets.append(total)
@@ -194,4 +212,5 @@ def cat_batches(batches: list[RolloutBatch], pad_id: int = 0) -> RolloutBatch:
         texts=[t for b in batches for t in b.texts],
         rewards=cat_optional("rewards", 0.0, left=False),
         sampler_logprobs=cat_optional("sampler_logprobs", 0.0, left=False),
+        temperature=temperatures.pop(),
     )

@@ -81,17 +81,19 @@ def sample_responses(
     *,
     n: int,
     sampling: SamplingConfig,
-    eos_id: int,
+    stop_ids: list[int],
     pad_id: int,
 ) -> Tensor:
     """n sampled responses for each left-padded prompt row.
 
     input_ids, attention_mask: (B, P) on the model's device. Returns (B * n, R) response ids,
-    rows in prompt order (row i * n + j is prompt i's sample j), each ending at its first EOS and
+    rows in prompt order (row i * n + j is prompt i's sample j), each ending at its first stop token
+    (any of `stop_ids`: `stops.stop_token_ids`) and
     right-padded with `pad_id`; R <= max_new_tokens is the longest response. Raises
     UnsupportedCache (before drawing any random number) for a cache without batch reordering.
     """
     extra = keeps_last_logits(model)
+    stops = torch.as_tensor(list(stop_ids), dtype=torch.long, device=input_ids.device)
     out = model(
         input_ids=input_ids,
         attention_mask=attention_mask,
@@ -114,7 +116,7 @@ def sample_responses(
         tok = next_tokens(logits, sampling)  # (b,)
         result[rows, t] = torch.where(alive, tok, pad_id)  # finished rows still held: padding
         width = t + 1
-        alive = alive & (tok != eos_id)
+        alive = alive & ~torch.isin(tok, stops)
         n_alive = int(alive.sum())  # the loop's one host sync a token (generate makes it too)
         if n_alive == 0 or t + 1 == sampling.max_new_tokens:
             break

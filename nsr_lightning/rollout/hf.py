@@ -11,6 +11,7 @@ from nsr_lightning.config_rules import check
 from nsr_lightning.fsdp import is_sharded
 from nsr_lightning.rollout.batch import RolloutBatch, SamplingConfig, build_batch, pad_stack
 from nsr_lightning.rollout.decode import UnsupportedCache, sample_responses
+from nsr_lightning.rollout.stops import stop_token_ids
 
 
 class HFEngine:
@@ -33,7 +34,7 @@ class HFEngine:
         if tokenizer.pad_token_id is None or tokenizer.eos_token_id is None:
             raise ValueError("the tokenizer needs a pad token and an EOS token")
         self.pad_id = int(tokenizer.pad_token_id)
-        self.eos_id = int(tokenizer.eos_token_id)
+        self.stop_ids = stop_token_ids(tokenizer)  # eos, generation config's eos, end of turn
         self.lean = bool(lean)  # the lean loop of decode.py; False: transformers' generate (also
         # set after a model whose cache the loop cannot use)
 
@@ -44,7 +45,7 @@ class HFEngine:
         if not synced and self.lean:
             try:
                 return sample_responses(
-                    model, input_ids, attn, n=n, sampling=sampling, eos_id=self.eos_id, pad_id=self.pad_id
+                    model, input_ids, attn, n=n, sampling=sampling, stop_ids=self.stop_ids, pad_id=self.pad_id
                 )
             except UnsupportedCache as err:  # e.g. a recurrent model's cache: generate from now on
                 print(f"HF engine: {err}; sampling with transformers' generate", file=sys.stderr)
@@ -60,7 +61,7 @@ class HFEngine:
             max_new_tokens=sampling.max_new_tokens,
             num_return_sequences=n,
             pad_token_id=self.pad_id,
-            eos_token_id=self.eos_id,
+            eos_token_id=self.stop_ids,
             use_cache=True,
             synced_gpus=synced,
         )  # (b * n, P + R)
@@ -104,5 +105,11 @@ class HFEngine:
         finally:
             model.train(was_training)
         return build_batch(
-            self.tokenizer, prompts, response_rows, n, eos_ids=[self.eos_id], pad_id=self.pad_id
+            self.tokenizer,
+            prompts,
+            response_rows,
+            n,
+            eos_ids=self.stop_ids,
+            pad_id=self.pad_id,
+            temperature=sampling.temperature,
         )

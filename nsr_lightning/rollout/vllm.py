@@ -29,6 +29,7 @@ from nsr_lightning.config_rules import check_group
 from nsr_lightning.errors import UserError
 from nsr_lightning.fsdp import iter_full_tensors
 from nsr_lightning.rollout.batch import RolloutBatch, SamplingConfig, build_batch
+from nsr_lightning.rollout.stops import stop_token_ids
 
 INSTALL_HINT = (
     "rollout=vllm needs the vllm package: `pip install vllm` on a CUDA machine, or on a CPU "
@@ -55,6 +56,7 @@ class VLLMEngine:
         max_num_seqs: int | None = None,
         enforce_eager: bool = True,
         enable_prefix_caching: bool = True,
+        logprobs_mode: str | None = "processed_logprobs",
         enable_sleep_mode: bool = False,
         sleep_level: int = 1,
         seed: int = 0,
@@ -70,7 +72,7 @@ class VLLMEngine:
             raise ValueError("the tokenizer needs a pad token and an EOS token")
         self.tokenizer = tokenizer
         self.pad_id = int(tokenizer.pad_token_id)
-        self.eos_id = int(tokenizer.eos_token_id)
+        self.stop_ids = stop_token_ids(tokenizer)  # eos, generation config's eos, end of turn
         self.model_path = str(model_path)
         self.llm_kwargs = dict(
             dtype=dtype,
@@ -81,6 +83,9 @@ class VLLMEngine:
             max_num_seqs=max_num_seqs,
             enforce_eager=enforce_eager,
             enable_prefix_caching=enable_prefix_caching,
+            # the sampled token's logprob after temperature (and top-k / top-p): the distribution
+            # sampled, as the trainer scores it (README, "Temperature"); None: vLLM's default (raw)
+            logprobs_mode=logprobs_mode,
             **(engine_kwargs or {}),
         )
         self.enable_sleep_mode = bool(enable_sleep_mode)
@@ -178,8 +183,8 @@ class VLLMEngine:
                 top_p=sampling.top_p if sampling.temperature > 0 else 1.0,
                 top_k=sampling.top_k if sampling.temperature > 0 else 0,
                 max_tokens=sampling.max_new_tokens,
-                stop_token_ids=[self.eos_id],
-                logprobs=0,  # the sampled token's logprob (raw: before temperature / top-p)
+                stop_token_ids=self.stop_ids,
+                logprobs=0,  # the sampled token's logprob (logprobs_mode: processed, i.e. at T)
                 seed=(seed + i) % (2**63 - 1),
                 detokenize=False,
             )
@@ -188,9 +193,9 @@ class VLLMEngine:
         requests = [{"prompt_token_ids": list(p)} for p in prompts]
         outputs = llm.generate(requests, params, use_tqdm=False)
         self._sleep()
-        return self._to_batch(prompts, outputs, n)
+        return self._to_batch(prompts, outputs, n, sampling.temperature)
 
-    def _to_batch(self, prompts: list[list[int]], outputs, n: int) -> RolloutBatch:
+    def _to_batch(self, prompts: list[list[int]], outputs, n: int, temperature: float = 1.0) -> RolloutBatch:
         responses, logprobs, lengths = [], [], []
         for out in outputs:
             if len(out.outputs) != n:
@@ -206,10 +211,11 @@ class VLLMEngine:
             prompts,
             responses,
             n,
-            eos_ids=[self.eos_id],
+            eos_ids=self.stop_ids,
             pad_id=self.pad_id,
             lengths=lengths,
             sampler_logprobs=logprobs,
+            temperature=temperature,
         )
 
 
