@@ -26,6 +26,8 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor
 
+from nsr_lightning.config_rules import check_group
+
 MAX_LOG_RATIO = 20.0  # exp() stays finite; any weight this large is truncated anyway
 
 
@@ -38,16 +40,7 @@ class RolloutCorrection:
     sequence_cap: float | None = None  # mask a sequence whose geometric-mean ratio is outside [1/C, C]
 
     def __post_init__(self) -> None:
-        if (
-            not (isinstance(self.token_cap, (int, float)) and math.isfinite(self.token_cap))
-            or self.token_cap < 1
-        ):
-            raise ValueError(f"rollout.correction.token_cap must be a number >= 1; got {self.token_cap!r}")
-        cap = self.sequence_cap
-        if cap is not None and not (isinstance(cap, (int, float)) and math.isfinite(cap) and cap > 1):
-            raise ValueError(
-                f"rollout.correction.sequence_cap must be a number > 1 or null (off); got {cap!r}"
-            )
+        check_group("rollout.correction", vars(self))
 
 
 @torch.no_grad()
