@@ -123,6 +123,9 @@ def _one_message(e: BaseException) -> str:
 
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else list(argv)
+    from nsr_lightning.quiet import silence_known_noise
+
+    silence_known_noise()  # the Lightning tip and known deprecation warnings, by their exact messages
     if not argv or argv[0] in ("-h", "--help", "help"):
         print(help_text(None))
         return 0 if argv else 2

@@ -17,7 +17,7 @@ from nsr_lightning.objectives import (
     kl_estimate,
 )
 
-G = 8  # responses per prompt in the worked examples (REFERENCE.md)
+G = 8  # responses per prompt in the worked examples (NGRPO's: G = 8 real samples, K = 1 virtual one)
 
 
 def groups_with(counts: list[int]) -> tuple[torch.Tensor, torch.Tensor]:

