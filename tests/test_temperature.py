@@ -1,6 +1,6 @@
 """The trainer scores responses under the distribution they were sampled from: softmax(logits / T).
 
-Hand numbers (issue 17): logits [2, 0, -1], sampled token 0: log-prob -0.170 at T = 1 and -0.042
+Hand numbers: logits [2, 0, -1], sampled token 0: log-prob -0.170 at T = 1 and -0.042
 at T = 0.6."""
 
 import math
