@@ -65,6 +65,7 @@ RULES = [
     ("algo.share_prompts", *BOOL),
     ("algo.gradient_checkpointing", *BOOL),
     ("algo.entropy_of_all_responses", *BOOL),
+    ("algo.diagnostics_every_n_steps", *integer(0, "0 = off")),
     ("data.batch_size", *integer(1)),
     ("data.num_train_problems", "an integer >= data.batch_size", lambda v: is_int(v) and v >= 1),
     ("data.num_heldout_problems", *integer(0)),
@@ -154,6 +155,12 @@ def _mini_batch(mini: int, batch: int, n: int) -> str:
     )
 
 
+def _fsdp(strategy) -> bool:
+    """Whether a trainer.strategy is FSDP2's (ModelParallelStrategy, or an FSDP strategy)."""
+    target = str(strategy.get("_target_", "")) if hasattr(strategy, "get") else str(strategy)
+    return "ModelParallel" in target or "fsdp" in target.lower()
+
+
 # key (named in the message), the other keys it reads, test(value, *others), message(value, *others)
 CROSS = [
     (
@@ -173,6 +180,16 @@ CROSS = [
         ("data.batch_size", "rollout.n"),
         lambda mini, batch, n: mini <= batch * n,
         _mini_batch,
+    ),
+    (
+        "algo.diagnostics_every_n_steps",
+        ("trainer.strategy",),
+        lambda every, strategy: not every or not _fsdp(strategy),
+        lambda every, strategy: (
+            "algo.diagnostics_every_n_steps must be 0 under FSDP2 (trainer.strategy ModelParallelStrategy, "
+            "trainer=fsdp8 / fsdp_cpu: every forward there is a collective and the diagnostics run "
+            f"rank-locally); got {every!r}"
+        ),
     ),
     (
         "objective.lambda_pos",

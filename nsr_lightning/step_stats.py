@@ -40,6 +40,9 @@ RATIO_METRICS = (
     "loss/policy",
     "loss/kl",
     "loss/total",
+    "diag/logp_change_correct",
+    "diag/logp_change_incorrect",
+    "diag/unsampled_mass_change",
 )
 
 

@@ -24,6 +24,7 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor, nn
 
+from nsr_lightning import diagnostics
 from nsr_lightning.config_rules import check_group
 from nsr_lightning.correction import RolloutCorrection
 from nsr_lightning.fsdp import to_local_scalar
@@ -52,6 +53,7 @@ class UpdateSettings:
     entropy_of_all_responses: bool = True
     logprob_check_rows: int = 16
     max_bad_updates_in_a_row: int = 3
+    diagnostics_every_n_steps: int = 0  # diag/* every this many steps (nsr_lightning/diagnostics.py)
     seed: int = 0
     rollout_correction: RolloutCorrection = RolloutCorrection()  # config: rollout.correction.*
 
@@ -146,6 +148,10 @@ class Update(Checks):
             batch, n_updates > 1 or self.objective.needs_old_logprobs, hp.mini_batch_size or n
         )
         rows = self._rows(rollout, kept, prep)
+        every = hp.diagnostics_every_n_steps
+        if every and self.ranks.sharded:
+            raise ValueError(diagnostics.SHARDED_MESSAGE)
+        before = diagnostics.before_step(self, batch, rows) if every and self.step % every == 0 else None
         t0 = clock(self.device)
         pre_update = prep.old_logprobs is None  # then the first forward pass gives rollout/entropy
         gen = torch.Generator().manual_seed(stream_seed(hp.seed, Stream.MINIBATCH_ORDER, 0, self.step))
@@ -176,6 +182,8 @@ class Update(Checks):
             for opt in optimizers:
                 opt.zero_grad(set_to_none=True)
         self.stats.set("perf/update_s", clock(self.device) - t0)  # forward + backward + optimizer
+        if before is not None:
+            diagnostics.after_step(self, batch, before)
         return n_updates, skipped, grad_norm
 
     def _micro_plan(self, batch: RolloutBatch, minis: list[Tensor]) -> list[list[tuple[Tensor, float]]]:

@@ -94,6 +94,7 @@ CROSS_BAD = {
     "model.dtype": ["model.dtype=float16", "trainer.accelerator=cpu"],
     "device": ("evaluate", ["model.dtype=float16", "device=cpu"]),
     "reward": ["data=math", "reward=synthetic"],
+    "algo.diagnostics_every_n_steps": ["trainer=fsdp_cpu", "algo.diagnostics_every_n_steps=1"],
 }
 
 

@@ -1,0 +1,55 @@
+"""Bootstrap intervals of pass@k (nsr_lightning/metrics/bootstrap.py) on known cases."""
+
+import math
+
+import numpy as np
+import pytest
+
+from nsr_lightning.metrics import pass_at_k
+from nsr_lightning.metrics.bootstrap import pass_at_k_ci, pass_at_k_diff_ci
+
+
+def test_no_variation_gives_a_zero_width_interval():
+    ci = pass_at_k_ci([[2] * 10, [2] * 10], n=8, ks=[1, 4])
+    for k, want in ((1, 0.25), (4, pass_at_k(8, 2, 4))):
+        assert ci[k].estimate == pytest.approx(want)
+        assert ci[k].lo == pytest.approx(want) and ci[k].hi == pytest.approx(want)
+
+
+def test_problems_only_match_the_binomial_normal_interval():
+    """One seed, 400 problems, n = k = 1, half solved: the mean of a Bernoulli(1/2) sample,
+    standard error sqrt(1/4 / 400) = 0.025, so about 0.5 +- 1.96 x 0.025."""
+    ci = pass_at_k_ci([1, 0] * 200, n=1, ks=[1], n_boot=4000)[1]
+    assert ci.estimate == 0.5
+    assert ci.lo == pytest.approx(0.5 - 1.96 * 0.025, abs=0.006)
+    assert ci.hi == pytest.approx(0.5 + 1.96 * 0.025, abs=0.006)
+
+
+def test_seeds_are_resampled():
+    """Two seeds, one solving everything and one nothing: a replicate's mean is 0, 1/2 or 1
+    (chances 1/4, 1/2, 1/4), so the 95 % interval is [0, 1] whatever the problems."""
+    ci = pass_at_k_ci([[1] * 20, [0] * 20], n=1, ks=[1])[1]
+    assert (ci.estimate, ci.lo, ci.hi) == pytest.approx((0.5, 0.0, 1.0), abs=1e-12)
+
+
+def test_difference_is_paired_over_problems():
+    """The method solves one more of n = 4 samples than the base on every problem: pass@1
+    differs by exactly 1/4 everywhere, so the paired interval has width 0 although the
+    problems' pass@1 varies a lot."""
+    base = np.random.default_rng(1).integers(0, 4, size=50)
+    diff = pass_at_k_diff_ci(base + 1, 4, base, 4, ks=[1])[1]
+    assert diff.estimate == pytest.approx(0.25)
+    assert diff.hi - diff.lo == pytest.approx(0.0, abs=1e-12)
+    unpaired = pass_at_k_ci(base + 1, 4, ks=[1])[1]
+    assert unpaired.hi - unpaired.lo > 0.1
+
+
+def test_same_seed_same_interval_and_bad_shapes():
+    data = np.random.default_rng(2).integers(0, 9, size=(3, 30))
+    assert pass_at_k_ci(data, 8, [1, 8]) == pass_at_k_ci(data, 8, [1, 8])
+    assert pass_at_k_ci(data, 8, [1], seed=1) != pass_at_k_ci(data, 8, [1], seed=2)
+    assert not math.isnan(pass_at_k_diff_ci(data, 8, data[0], 8, [8])[8].lo)
+    with pytest.raises(ValueError, match="same problems"):
+        pass_at_k_diff_ci(data, 8, data[0][:5], 8, [1])
+    with pytest.raises(ValueError, match="seeds x problems"):
+        pass_at_k_ci(np.zeros((2, 2, 2), dtype=int), 8, [1])
