@@ -4,7 +4,8 @@
 reward, and writes under ``out_dir``::
 
     settings.json              what was evaluated, how (checked again on resume)
-    <dataset>/results.jsonl    one line per problem: id, gold, n, c (correct), extracted answers
+    <dataset>/results.jsonl    one line per problem: id, gold, n, c (correct), distinct (distinct
+                               correct responses: a diversity measure), extracted answers
     <dataset>/pass_at_k.csv    k, pass@k for k = 1, 2, 4, ..., n
     pass_at_k.png              the curves, one line per data set
     summary.json               everything above in one file, plus timings and reward counters
@@ -164,6 +165,7 @@ def evaluate_dataset(
                     "gold": row["answer"],
                     "n": n,
                     "c": sum(scores[j] > 0 for j in mine),
+                    "distinct": len({texts[j].strip() for j in mine if scores[j] > 0}),
                     "answers": [a if a is None else a[:_ANSWER_CHARS] for a in answers],
                 }
                 done[record["id"]] = record

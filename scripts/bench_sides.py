@@ -43,6 +43,7 @@ def peak_memory_mb(device: str) -> dict:
 def overrides(a, run_dir: str) -> list[str]:
     """The `fit` command line of the product side (also used to build the shared data)."""
     return [
+        *([f"experiment={a.experiment}"] if a.experiment else []),  # its model, task, template, reward
         f"model.path={a.model_path}",
         f"model.dtype={a.dtype}",
         "objective=grpo",
@@ -58,6 +59,7 @@ def overrides(a, run_dir: str) -> list[str]:
         "trainer.enable_checkpointing=false",
         "trainer.enable_progress_bar=false",
         "callbacks=none",
+        *(["~callbacks.pass_at_k"] if a.experiment else []),  # the experiment's settings for it
         "logger=csv",
         f"seed={a.seed}",
         f"run_dir={run_dir}",
@@ -221,7 +223,9 @@ def run_raw(a) -> dict:
     tokenizer, datamodule, _ = shared_data(a)
     model = load_policy(a.model_path, a.dtype).to(a.device)
     opt = torch.optim.AdamW(model.parameters(), lr=a.lr, weight_decay=0.01)
-    pad, eos = tokenizer.pad_token_id, tokenizer.eos_token_id
+    from nsr_lightning.rollout.stops import stop_token_ids
+
+    pad, stops = tokenizer.pad_token_id, stop_token_ids(tokenizer)  # our engine's stop set
     sampling = SamplingConfig(temperature=1.0, top_p=1.0, top_k=0, max_new_tokens=a.max_new_tokens)
     records = []
     for step, batch in enumerate(step_prompts(a, datamodule)[: a.warmup + a.steps]):
@@ -234,11 +238,11 @@ def run_raw(a) -> dict:
         with torch.no_grad():
             torch.manual_seed(seed)
             resp = sample_responses(
-                model, ids, attn, n=a.n, sampling=sampling, stop_ids=[eos], pad_id=pad
+                model, ids, attn, n=a.n, sampling=sampling, stop_ids=stops, pad_id=pad
             )  # (N, R)
         t1 = clock(a.device)
         model.train()
-        mask, truncated = response_mask_from_ids(resp, eos)  # (N, R) up to and including EOS
+        mask, truncated = response_mask_from_ids(resp, stops)  # (N, R) up to and including the stop
         rollout = RolloutBatch(
             prompt_ids=ids.repeat_interleave(a.n, 0), prompt_mask=attn.repeat_interleave(a.n, 0),
             response_ids=resp.masked_fill(mask == 0, pad), response_mask=mask.long(),
@@ -260,7 +264,7 @@ def run_raw(a) -> dict:
             hf = model.generate(
                 input_ids=ids, attention_mask=attn, do_sample=True, temperature=1.0, top_p=1.0, top_k=0,
                 max_new_tokens=a.max_new_tokens, num_return_sequences=a.n, pad_token_id=pad,
-                eos_token_id=eos, use_cache=True,
+                eos_token_id=stops, use_cache=True,
             )  # (B * n, P + R)  # fmt: skip
         t3 = clock(a.device)
         records.append(
@@ -269,7 +273,7 @@ def run_raw(a) -> dict:
                 "update_s": t2 - t1,
                 "hf_generate_s": t3 - t2,
                 "gen_tokens": int(mask.sum()),
-                "hf_gen_tokens": int(response_mask_from_ids(hf[:, ids.shape[1] :], eos)[0].sum()),
+                "hf_gen_tokens": int(response_mask_from_ids(hf[:, ids.shape[1] :], stops)[0].sum()),
                 "train_tokens": int(rollout.attention_mask.sum()),
             }
         )
@@ -283,7 +287,8 @@ def run_passk(a) -> dict:
     from nsr_lightning.rollout import HFEngine, SamplingConfig
 
     tokenizer, datamodule, reward = shared_data(a)
-    rows = datamodule.heldout()["synthetic"][: a.passk_problems]
+    name, rows = next(iter(datamodule.heldout().items()))
+    rows = rows[: a.passk_problems]
     model = load_policy(a.model_path, a.dtype).to(a.device).eval()
     engine = HFEngine(tokenizer, batch_size=a.passk_batch)
     sampling = SamplingConfig(temperature=1.0, top_p=1.0, top_k=0, max_new_tokens=a.max_new_tokens)
@@ -291,7 +296,7 @@ def run_passk(a) -> dict:
     with tempfile.TemporaryDirectory() as out:
         t0 = clock(a.device)
         recs = evaluate_dataset(
-            "synthetic", rows, engine=engine, model=model, reward=reward, n=a.passk_n, sampling=sampling,
+            name, rows, engine=engine, model=model, reward=reward, n=a.passk_n, sampling=sampling,
             seed=a.seed, chunk_size=chunk, out_dir=out,
         )  # fmt: skip
         table = pass_at_k_table([(r["n"], r["c"]) for r in recs])

@@ -2,8 +2,11 @@
 
     python scripts/bench_step.py [--rounds 3 --steps 4 --warmup 2] [--out bench_step.json]
     python scripts/bench_step.py --device cuda --model-config qwen2.5-1.5b --dtype bfloat16
+    python scripts/bench_step.py --experiment smollm2_word_problems --prompts 4 --n 4 --max-new-tokens 48 \
+        --micro-batch 8 --steps 2 --warmup 1 --rounds 3 --threads 2 --passk-problems 0
 
-Measures, in one run, on the same model, task (the embedded synthetic task), group size,
+Measures, in one run, on the same model, task (the embedded synthetic task, or `--experiment`'s
+model, task, template and reward), group size,
 generation length and sampling (T 1, top-p 1, no top-k), one update a step, GRPO with KL
 coefficient `--beta` (0: no reference model) on both sides:
 
@@ -70,6 +73,12 @@ def parse(argv=None):
     p.add_argument("--passk-batch", type=int, default=512, help="sequences per generate call")
     p.add_argument("--device", default="cpu", help="cpu or cuda")
     p.add_argument("--dtype", default="float32", choices=["float32", "bfloat16", "float16"])
+    p.add_argument(
+        "--experiment",
+        default=None,
+        help="a config experiment whose model, task and reward both sides use "
+        "(e.g. smollm2_word_problems: the real SmolLM2-135M-Instruct; its budgets are replaced by these flags)",
+    )
     p.add_argument("--model-config", default=None, help=f"{', '.join(MODEL_CONFIGS)} or a config.json")
     p.add_argument("--num-layers", type=int, default=0, help="override the config's layer count (0: keep)")
     p.add_argument("--threads", type=int, default=1, help="torch threads per side (0: torch's default)")
@@ -220,6 +229,10 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as folder:
         if a.model_config:
             a.model_path = build_model(a, os.path.join(folder, "model"))
+        elif a.experiment:  # its model (a packaged model is converted here once, not inside a side)
+            from nsr_lightning.cli import compose
+
+            a.model_path = str(compose("fit", [f"experiment={a.experiment}"]).model.path)
         else:
             from nsr_lightning.models import TINY_MODEL
 

@@ -1,27 +1,28 @@
-"""The paper in miniature: Table 1, Figures 2 and 4 and a W-REINFORCE lambda sweep on a CPU.
+"""The paper in miniature: Table 1, Figures 2 and 4, the lambda frontier and verdicts, on a CPU.
 
-From the embedded tiny model and task, with one budget for every method (steps, prompts x
-responses, lr), this trains PSR, NSR, W-REINFORCE (lambda 0.1), REINFORCE, GRPO and PPO for
-several seeds with the product's own `fit`, evaluates every final policy and the untrained base
-model with the product's own `evaluate` (n samples per held-out problem, unbiased pass@k for
-k = 1, 2, 4, ..., n; paper section 3, eq. 5), and writes (scripts/miniature_report.py):
+From the embedded tiny model, in one run (each stage skipped when its outputs exist, so a re-run
+with the same --out resumes):
 
-    results.json           every number: settings, per run pass@k, dynamics, timings
-    table.md, table.csv    Table 1's shape: pass@k, mean +- std over seeds, best / second best
-    pass_at_k.png          Figure 2: pass@k curves (and their difference to the base model)
-    dynamics.png           Figure 4: held-out greedy accuracy and entropy, correct and
-                           fully-solved ratios per step
-    lambda_sweep.png       pass@1 against pass@n for lambda in 0, 0.05, 0.1, 0.25, 0.5, 1
-                           (0 is the NSR run, 0.1 the W-REINFORCE run, 1 the REINFORCE run)
-    runs/<method>/seed<s>/ each run's fit folder (logs, final_model) and eval/ folder
+1. Selection (scripts/miniature_select.py): held-out problems with headroom, chosen from the
+   base model's own samples (selection seed 1000) before any training: a final set of 64 and a
+   disjoint pilot set of 32.
+2. Training: every method of Table 1 in two regimes, with the product's own `fit`:
+   `paper` (mini-batch = a quarter of the rollout batch: 4 clipped updates per step for a
+   method that keeps every sample, as the paper's 1,024 prompts / 256) and `on_policy`
+   (one update per step: the ratio is 1 and the clip never fires), for several training seeds;
+   W-REINFORCE also at lambda 0.05, 0.25, 0.5 in the paper regime (the lambda frontier).
+   Per-sign diagnostics (`algo.diagnostics_every_n_steps`) and held-out dynamics are logged.
+3. Evaluation: `evaluate` on the final set, n samples per problem, evaluation seed = training
+   seed; the base model once per seed.
+4. The report (scripts/miniature_report.py): pass@k with 95 % bootstrap intervals over problems
+   and seeds, differences to the base, crossover k, distinct correct responses, verdicts.
 
-Jobs run in a pool of worker processes (`--workers`, `--threads` torch threads each) that call
-the CLI's entry point in-process (`nsr_lightning.cli.main`), so imports are paid once per
-worker. A finished fit (final_model/) or evaluation (summary.json) is skipped on a re-run with
-the same --out, and an interrupted evaluation resumes from its own results.jsonl.
+The budget (steps, lr) was fixed before the final run by `--pilot` (PSR in the paper regime on
+the pilot set only; `pilot.json`): the smallest budget whose PSR pass@1 gain is >= PILOT_TARGET.
 
-    python scripts/miniature.py --out runs/miniature              # the full run
-    python scripts/miniature.py --quick --out runs/miniature-quick  # a smoke test (1 seed)
+    python scripts/miniature.py --out runs/miniature                # the study (docs/miniature.md)
+    python scripts/miniature.py --pilot --out runs/miniature        # the budget pilot (pilot set only)
+    python scripts/miniature.py --quick --out runs/miniature-quick  # a smoke test of every stage
 """
 
 from __future__ import annotations
@@ -36,6 +37,9 @@ from concurrent.futures import ProcessPoolExecutor, as_completed
 from multiprocessing import get_context
 from pathlib import Path
 
+sys.path.insert(0, str(Path(__file__).parent))
+import miniature_select as select  # noqa: E402
+
 # method name -> fit overrides; the order is the table's
 METHODS = {
     "base": None,  # no training: the embedded model as shipped
@@ -46,14 +50,17 @@ METHODS = {
     "grpo": ["objective=grpo"],
     "ppo": ["objective=ppo"],
 }
+REGIMES = {"paper": 4, "on_policy": 1}  # optimizer updates per step (rollout batch / mini-batch)
 SWEEP_EXTRA = (0.05, 0.25, 0.5)  # lambda 0 = nsr, 0.1 = w_reinforce, 1 = reinforce (same runs)
-# relative cost for scheduling, longest first (PPO trains a critic, GRPO runs a reference model)
-COST = {"ppo": 3, "grpo": 2}
-
-MODES = {  # steps, prompts per step, responses per prompt, held-out problems, n, seeds, dynamics
-    "full": dict(steps=100, prompts=16, responses=8, problems=32, n=256, seeds=3, every=10, dyn_problems=32),
-    "quick": dict(steps=4, prompts=4, responses=4, problems=4, n=16, seeds=1, every=2, dyn_problems=4),
-}
+SWEEP_REGIME = "paper"
+COST = {"ppo": 3, "grpo": 2}  # relative cost for scheduling, longest first
+PILOT = dict(lrs=(2e-5, 5e-5, 1e-4), steps=80, every=20, n=64, target=0.06)  # 5 points asked, +1 of margin
+MODES = {  # the full mode's steps and lr are the pilot's choice (docs/miniature/pilot.json)
+    "full": dict(steps=60, lr=5e-5, prompts=16, responses=8, n=256, seeds=3, every=10, dyn_problems=32, diag_every=10),
+    "quick": dict(steps=4, lr=5e-5, prompts=4, responses=4, n=16, seeds=1, every=2, dyn_problems=4, diag_every=2),
+}  # fmt: skip
+QUICK_SELECT = dict(candidates=96, samples=16, final=(6, 2), pilot=(3, 1))
+QUICK_PILOT = dict(lrs=(5e-5,), steps=4, every=2, n=8, target=0.06)
 
 
 def sweep_name(lam: float) -> str:
@@ -61,31 +68,56 @@ def sweep_name(lam: float) -> str:
 
 
 def plan(cfg: dict) -> list[dict]:
-    """Every job: (method, seed, fit overrides or None for the base model), in priority order:
-    seed by seed (so a cut-short run still has whole seeds), the table's methods before the
-    sweep's extra lambdas, and within those the costliest first (the pool stays busy to the end)."""
-    methods = {m: o for m, o in METHODS.items() if m in cfg["methods"]}
-    extra = {sweep_name(lam): ["objective=w_reinforce", f"objective.lambda_pos={lam}"] for lam in SWEEP_EXTRA}
+    """Every job (method, regime, seed, fit overrides; regime and fit None for the base model),
+    seed by seed (a cut-short run still has whole seeds), the costliest first within a seed."""
     jobs = []
     for seed in range(cfg["seeds"]):
-        for group in (methods, extra if cfg["sweep"] else {}):
-            batch = [{"method": m, "seed": seed, "fit": o} for m, o in group.items()]
-            jobs += sorted(batch, key=lambda j: -COST.get(j["method"], 1 if j["fit"] else 0))
+        batch = (
+            [{"method": "base", "regime": None, "seed": seed, "fit": None}]
+            if "base" in cfg["methods"]
+            else []
+        )
+        for regime in cfg["regimes"]:
+            batch += [
+                {"method": m, "regime": regime, "seed": seed, "fit": METHODS[m]}
+                for m in cfg["methods"]
+                if METHODS[m]
+            ]
+            if cfg["sweep"] and regime == SWEEP_REGIME:
+                batch += [
+                    {"method": sweep_name(lam), "regime": regime, "seed": seed,
+                     "fit": ["objective=w_reinforce", f"objective.lambda_pos={lam}"]}
+                    for lam in SWEEP_EXTRA
+                ]  # fmt: skip
+        jobs += sorted(batch, key=lambda j: -COST.get(j["method"], 1 if j["fit"] else 0))
     return jobs
 
 
+def run_dir_of(cfg: dict, job: dict) -> Path:
+    parts = ["runs", job["regime"] or "untrained", job["method"], f"seed{job['seed']}"]
+    return Path(cfg["out"]).joinpath(*parts)
+
+
 def fit_args(cfg: dict, job: dict, run_dir: Path) -> list[str]:
+    updates = REGIMES[job["regime"]]
+    rollout = cfg["prompts"] * cfg["responses"]
+    task = select.TASK
     return [
         "fit",
         *job["fit"],
         f"seed={job['seed']}",
-        "data.seed=0",  # one task and held-out partition for every seed; the seed varies training
+        f"data.seed={task['seed']}",  # one task partition for every seed; the seed varies training
+        f"data.min_terms={task['min_terms']}",  # the selected problems' family
+        f"data.max_terms={task['max_terms']}",
+        f"data.max_value={task['max_value']}",
         f"run_dir={run_dir}",
-        f"trainer.max_steps={cfg['steps']}",
+        f"trainer.max_steps={job.get('steps', cfg['steps'])}",
         f"data.batch_size={cfg['prompts']}",
         f"rollout.n={cfg['responses']}",
-        f"algo.lr={cfg['lr']}",
-        f"data.num_heldout_problems={max(cfg['problems'], cfg['dyn_problems'])}",
+        f"algo.lr={job.get('lr', cfg['lr'])}",
+        f"algo.mini_batch_size={rollout // updates if updates > 1 else 0}",
+        f"algo.diagnostics_every_n_steps={cfg['diag_every']}",
+        f"data.num_heldout_problems={cfg['dyn_problems']}",
         "callbacks.pass_at_k.before=false",  # pass@k comes from `evaluate` below, for every method
         "callbacks.pass_at_k.after=false",
         f"callbacks.heldout.every_n_steps={cfg['every']}",
@@ -93,23 +125,7 @@ def fit_args(cfg: dict, job: dict, run_dir: Path) -> list[str]:
         "callbacks.heldout.entropy_samples=2",
         "~callbacks.progress",
         "trainer.enable_progress_bar=false",
-        "trainer.enable_checkpointing=false",
-        f"logger={cfg['logger']}",
-    ]
-
-
-def eval_args(cfg: dict, job: dict, run_dir: Path) -> list[str]:
-    model = [f"model.path={run_dir / 'final_model'}"] if job["fit"] else []  # base: the shipped model
-    return [
-        "evaluate",
-        *model,
-        "reward=synthetic",
-        "preset=tiny",  # temperature 1.0, top-p 1, 80 tokens: the training sampling
-        f"n={cfg['n']}",
-        f"data.synthetic_problems={cfg['problems']}",
-        "data.synthetic_seed=0",
-        f"seed={job['seed']}",
-        f"run_dir={run_dir / 'eval'}",
+        *job.get("checkpoints", ["trainer.enable_checkpointing=false"]),
         f"logger={cfg['logger']}",
     ]
 
@@ -123,10 +139,11 @@ def _init_worker(threads: int) -> None:
 
 
 def run_job(cfg: dict, job: dict) -> dict:
-    """Fit (unless done) then evaluate (unless done) one (method, seed); output goes to job.log."""
+    """Fit (unless done), then evaluate each of the job's models on its problem set (unless
+    done); the output of both goes to the run folder's job.log."""
     from nsr_lightning.cli import main
 
-    run_dir = Path(cfg["out"]) / "runs" / job["method"] / f"seed{job['seed']}"
+    run_dir = run_dir_of(cfg, job)
     run_dir.mkdir(parents=True, exist_ok=True)
     times = {}
     sys.stdout.flush(), sys.stderr.flush()
@@ -139,45 +156,104 @@ def run_job(cfg: dict, job: dict) -> dict:
                 if main(fit_args(cfg, job, run_dir)) != 0:
                     raise RuntimeError(f"fit failed: see {run_dir / 'job.log'}")
                 times["fit_s"] = time.perf_counter() - t0
-            if not (run_dir / "eval" / "summary.json").exists():
-                t0 = time.perf_counter()
-                if main(eval_args(cfg, job, run_dir)) != 0:
-                    raise RuntimeError(f"evaluate failed: see {run_dir / 'job.log'}")
-                times["eval_s"] = time.perf_counter() - t0
+            t0 = time.perf_counter()
+            for name, model in evaluations(run_dir, job):
+                folder = run_dir / name
+                if not (folder / "summary.json").exists():
+                    args = select.eval_args(
+                        folder, job.get("set", "final"), Path(cfg["out"]) / f"{job.get('set', 'final')}.jsonl",
+                        job.get("n", cfg["n"]), job["seed"], model, cfg["logger"],
+                    )  # fmt: skip
+                    if main(args) != 0:
+                        raise RuntimeError(f"evaluate failed: see {run_dir / 'job.log'}")
+                    times["eval_s"] = times.get("eval_s", 0.0) + time.perf_counter() - t0
+                    t0 = time.perf_counter()
         finally:
             sys.stdout.flush(), sys.stderr.flush()
             os.dup2(saved[0], 1), os.dup2(saved[1], 2)
             os.close(saved[0]), os.close(saved[1])
-    if times:  # timings of this invocation (a skipped step keeps the earlier timing)
+    if times:  # timings of this invocation (a skipped stage keeps the earlier timing)
         old = json.loads((run_dir / "times.json").read_text()) if (run_dir / "times.json").exists() else {}
         (run_dir / "times.json").write_text(json.dumps({**old, **times}))
     return {**job, **times}
 
 
+def evaluations(run_dir: Path, job: dict) -> list[tuple[str, list[str]]]:
+    """(folder name, evaluate's model overrides) of every model the job scores: the base model,
+    the final model, or (pilot) every periodic checkpoint too."""
+    if not job["fit"]:
+        return [("eval", [])]
+    out = [("eval", [f"model.path={run_dir / 'final_model'}"])]
+    for ckpt in sorted(run_dir.glob("csv/version_*/checkpoints/*step=*.ckpt")):
+        out.append((f"eval_{ckpt.stem.split('step=')[-1]}", [f"model.path={ckpt}"]))
+    return out
+
+
+def pilot_jobs(cfg: dict) -> list[dict]:
+    p = cfg["pilot"]
+    keep = f"checkpoint.keep={p['steps'] // p['every'] + 1}"
+    ckpt = ["trainer.enable_checkpointing=true", f"checkpoint.every_n_steps={p['every']}", keep]
+    jobs = [{"method": "pilot_base", "regime": None, "seed": 0, "fit": None, "set": "pilot", "n": p["n"]}]
+    for lr in p["lrs"]:
+        jobs.append(
+            {"method": f"pilot_psr_lr{lr:g}", "regime": "paper", "seed": 0, "fit": METHODS["psr"], "set": "pilot",
+             "n": p["n"], "lr": lr, "steps": p["steps"], "checkpoints": ckpt}
+        )  # fmt: skip
+    return jobs
+
+
+def run_pool(cfg: dict, jobs: list[dict]) -> list[dict]:
+    t0, failed = time.perf_counter(), []
+    pool = ProcessPoolExecutor(
+        cfg["workers"], mp_context=get_context("spawn"), initializer=_init_worker, initargs=(cfg["threads"],)
+    )
+    with pool:
+        futures = {pool.submit(run_job, cfg, job): job for job in jobs}
+        for done, future in enumerate(as_completed(futures), start=1):
+            job = futures[future]
+            name = f"{job['regime'] or 'untrained'}/{job['method']} seed {job['seed']}"
+            try:
+                r = future.result()
+                spent = " ".join(f"{k}={v:.0f}" for k, v in r.items() if k.endswith("_s"))
+                print(f"[{done}/{len(jobs)} {time.perf_counter() - t0:6.0f}s] {name} {spent}", flush=True)
+            except Exception as e:  # report and go on: the report covers what finished
+                failed.append(job)
+                print(f"[{done}/{len(jobs)}] FAILED {name}: {e}", flush=True)
+    return failed
+
+
 def parse(argv: list[str] | None = None) -> dict:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--out", default="runs/miniature", help="output folder (re-run to resume)")
-    p.add_argument("--quick", action="store_true", help="smoke test: 1 seed, few steps, problems and samples")
-    for key in ("steps", "prompts", "responses", "problems", "n", "seeds", "every", "dyn_problems"):
+    p.add_argument("--quick", action="store_true", help="smoke test of every stage: tiny sizes, 1 seed")
+    p.add_argument(
+        "--pilot",
+        dest="pilot_mode",
+        action="store_true",
+        help="only the budget pilot on the pilot set (pilot.json)",
+    )
+    for key in ("steps", "prompts", "responses", "n", "seeds", "every", "dyn_problems", "diag_every"):
         p.add_argument(
             f"--{key.replace('_', '-')}", type=int, default=None, help=f"override the mode's {key}"
         )
-    p.add_argument("--lr", type=float, default=2e-5, help="learning rate of every method (fit's default)")
+    p.add_argument("--lr", type=float, default=None, help="override the mode's learning rate")
     p.add_argument("--methods", default=",".join(METHODS), help="comma-separated subset of the table's rows")
-    p.add_argument("--no-sweep", dest="sweep", action="store_false", help="skip lambda 0.05 / 0.25 / 0.5")
     p.add_argument(
-        "--first", default="", help="jobs to run first, e.g. nsr:1,psr:1 (method:seed; a resumed run)"
+        "--regimes", default=",".join(REGIMES), help=f"comma-separated subset of {', '.join(REGIMES)}"
     )
+    p.add_argument("--no-sweep", dest="sweep", action="store_false", help="skip lambda 0.05 / 0.25 / 0.5")
     p.add_argument("--workers", type=int, default=2, help="jobs at once (processes)")
     p.add_argument("--threads", type=int, default=1, help="torch threads per worker")
     p.add_argument("--logger", default="csv", choices=("csv", "wandb"), help="wandb: offline W&B runs too")
     args = p.parse_args(argv)
-    cfg = dict(MODES["quick" if args.quick else "full"], mode="quick" if args.quick else "full")
-    cfg |= {k: v for k, v in vars(args).items() if v is not None and k not in ("quick",)}
-    cfg["methods"] = [m.strip() for m in cfg["methods"].split(",") if m.strip()]
-    unknown = sorted(set(cfg["methods"]) - set(METHODS))
-    if unknown:
-        p.error(f"--methods: unknown {unknown}; choose from {', '.join(METHODS)}")
+    mode = "quick" if args.quick else "full"
+    cfg = dict(MODES[mode], mode=mode, pilot=QUICK_PILOT if args.quick else PILOT)
+    cfg["select"] = QUICK_SELECT if args.quick else None
+    cfg |= {k: v for k, v in vars(args).items() if v is not None and k != "quick"}  # pilot_mode too
+    for key, known in (("methods", METHODS), ("regimes", REGIMES)):
+        cfg[key] = [m.strip() for m in cfg[key].split(",") if m.strip()]
+        if set(cfg[key]) - set(known):
+            p.error(f"--{key}: unknown {sorted(set(cfg[key]) - set(known))}; choose from {', '.join(known)}")
     if cfg["n"] & (cfg["n"] - 1):
         p.error(f"--n must be a power of 2 (pass@k for k = 1, 2, 4, ..., n); got {cfg['n']}")
     cfg["out"] = str(Path(cfg["out"]).resolve())
@@ -188,42 +264,33 @@ def main(argv: list[str] | None = None) -> int:
     cfg = parse(argv)
     out = Path(cfg["out"])
     out.mkdir(parents=True, exist_ok=True)
-    jobs = plan(cfg)
-    first = [tuple(x.split(":")) for x in cfg["first"].split(",") if x]
-    jobs.sort(
-        key=lambda j: (
-            first.index((j["method"], str(j["seed"])))
-            if (j["method"], str(j["seed"])) in first
-            else len(first)
-        )
-    )
-    print(f"{len(jobs)} jobs ({cfg['mode']}), {cfg['workers']} workers x {cfg['threads']} threads -> {out}")
     t0 = time.perf_counter()
-    failed = []
-    pool = ProcessPoolExecutor(
-        cfg["workers"], mp_context=get_context("spawn"), initializer=_init_worker, initargs=(cfg["threads"],)
+    selection = select.write_sets(out, cfg["logger"], cfg["select"])
+    print(f"problems: {len(selection['final'])} final, {len(selection['pilot'])} pilot -> {out}", flush=True)
+    jobs = pilot_jobs(cfg) if cfg["pilot_mode"] else plan(cfg)
+    print(
+        f"{len(jobs)} jobs ({cfg['mode']}), {cfg['workers']} workers x {cfg['threads']} threads", flush=True
     )
-    with pool:
-        futures = {pool.submit(run_job, cfg, job): job for job in jobs}
-        for done, future in enumerate(as_completed(futures), start=1):
-            job = futures[future]
-            try:
-                r = future.result()
-                spent = " ".join(f"{k}={v:.0f}" for k, v in r.items() if k.endswith("_s"))
-                print(
-                    f"[{done}/{len(jobs)} {time.perf_counter() - t0:6.0f}s] {job['method']} seed {job['seed']} {spent}",
-                    flush=True,
-                )
-            except Exception as e:  # report and go on: the report covers what finished
-                failed.append(job)
-                print(f"[{done}/{len(jobs)}] FAILED {job['method']} seed {job['seed']}: {e}", flush=True)
+    failed = run_pool(cfg, jobs)
     wall = time.perf_counter() - t0
-    machine = {"cpus": os.cpu_count(), "platform": platform.platform(), "python": platform.python_version()}
-    from miniature_report import write_report  # scripts/ is on sys.path when run as a script
+    from miniature_report import write_pilot, write_report
 
-    write_report(out, cfg, jobs, wall_s=wall, machine=machine, sweep_extra=SWEEP_EXTRA)
+    if cfg["pilot_mode"]:
+        write_pilot(out, cfg, jobs, wall_s=wall)
+    else:
+        write_report(out, cfg, jobs, wall_s=wall, machine=machine())
     print(f"wall time {wall:.0f} s; report in {out}" + (f"; {len(failed)} jobs FAILED" if failed else ""))
     return 1 if failed else 0
+
+
+def machine() -> dict:
+    from importlib.metadata import version
+
+    packages = ("torch", "transformers", "lightning", "numpy", "nsr-lightning")
+    return {
+        "cpus": os.cpu_count(), "platform": platform.platform(), "python": platform.python_version(),
+        **{name: version(name) for name in packages},
+    }  # fmt: skip
 
 
 if __name__ == "__main__":

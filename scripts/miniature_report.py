@@ -1,9 +1,9 @@
-"""Report of scripts/miniature.py: reads every run's outputs, writes the table, figures and JSON.
+"""Report of scripts/miniature.py: reads every run's outputs, writes tables, figures, verdicts, JSON.
 
-Table 1 of the paper (pass@k, best in bold, second best underlined) with mean +- std over seeds
-(std with ddof 1; 0 for one seed), Figure 2 (pass@k curves), Figure 4 (training dynamics) and a
-lambda sweep of W-REINFORCE (pass@1 against pass@n). Can be re-run alone on a finished folder:
-`python scripts/miniature_report.py runs/miniature [--wandb]`.
+Every pass@k comes with a 95 % bootstrap interval over problems and training seeds, every
+method-minus-base difference with a paired one (nsr_lightning.metrics.bootstrap), and each
+method's crossover k (the smallest k where it falls below the base) with its interval. Can be
+re-run alone on a finished folder: `python scripts/miniature_report.py runs/miniature`.
 """
 
 from __future__ import annotations
@@ -11,10 +11,13 @@ from __future__ import annotations
 import csv
 import json
 import math
-import os
 import statistics
 import sys
 from pathlib import Path
+
+import numpy as np
+
+from nsr_lightning.metrics import crossover_k_ci, ks_for, pass_at_k_ci, pass_at_k_diff_ci
 
 LABELS = {
     "base": "Base model",
@@ -26,149 +29,311 @@ LABELS = {
     "ppo": "PPO",
 }
 SWEEP_SOURCES = {0.0: "nsr", 0.1: "w_reinforce", 1.0: "reinforce"}  # lambda -> the run reused
-TRAIN_KEYS = ("rollout/correct_ratio", "rollout/fully_solved_ratio", "rollout/entropy")
+TRAIN_KEYS = (
+    "rollout/correct_ratio", "rollout/fully_solved_ratio", "rollout/entropy", "train/clip_fraction", "train/updates",
+    "diag/grad_norm_pos", "diag/grad_norm_neg", "diag/grad_cos", "diag/logp_change_correct",
+    "diag/logp_change_incorrect", "diag/unsampled_mass_change",
+)  # fmt: skip
+BOOT = dict(n_boot=2000, seed=0)
 
 
-def mean_std(values: list[float]) -> tuple[float, float]:
-    return statistics.fmean(values), (statistics.stdev(values) if len(values) > 1 else 0.0)
+def _csv_series(path: Path) -> dict[str, list]:
+    series: dict[str, list] = {k: [] for k in TRAIN_KEYS}
+    for row in csv.DictReader(path.open()):
+        for k in TRAIN_KEYS:
+            if row.get(k):
+                series[k].append((int(row["step"]), float(row[k])))
+    return series
 
 
 def read_run(run_dir: Path) -> dict | None:
-    """pass@k, held-out dynamics and per-step training metrics of one finished run."""
-    summary = run_dir / "eval" / "summary.json"
-    if not summary.exists():
+    """Per-problem counts, held-out dynamics, training series and timings of one finished run."""
+    results = run_dir / "eval" / "final" / "results.jsonl"
+    if not (run_dir / "eval" / "summary.json").exists():
         return None
-    data = json.loads(summary.read_text())["datasets"]["synthetic"]
-    run = {"pass@k": {int(k): v for k, v in data["pass@k"].items()}, "problems": data["problems"]}
+    records = [json.loads(line) for line in results.open()]
+    run = {"c": [r["c"] for r in records], "distinct": [r["distinct"] for r in records], "n": records[0]["n"]}
     times = run_dir / "times.json"
     run["times"] = json.loads(times.read_text()) if times.exists() else {}
     heldout = sorted(run_dir.glob("csv/version_*/heldout.json"))
     run["heldout"] = json.loads(heldout[-1].read_text()) if heldout else []
     metrics = sorted(run_dir.glob("csv/version_*/metrics.csv"))
-    train: dict[str, list] = {"step": [], **{k: [] for k in TRAIN_KEYS}}
-    if metrics:
-        for row in csv.DictReader(metrics[-1].open()):
-            if row.get("rollout/correct_ratio"):
-                train["step"].append(int(row["step"]))
-                for k in TRAIN_KEYS:
-                    train[k].append(float(row[k]) if row.get(k) else math.nan)
-    run["train"] = train
+    run["train"] = _csv_series(metrics[-1]) if metrics else {}
     return run
 
 
-def collect(out: Path, jobs: list[dict]) -> dict[str, dict[int, dict]]:
-    runs: dict[str, dict[int, dict]] = {}
+def collect(out: Path, jobs: list[dict]) -> dict:
+    """{regime: {method: {seed: run}}}; the base model's runs under every regime."""
+    from miniature import run_dir_of
+
+    runs: dict = {}
+    cfg = {"out": str(out)}
     for job in jobs:
-        run = read_run(out / "runs" / job["method"] / f"seed{job['seed']}")
+        run = read_run(run_dir_of(cfg, job))
         if run is not None:
-            runs.setdefault(job["method"], {})[job["seed"]] = run
-    return runs
+            runs.setdefault(job["regime"], {}).setdefault(job["method"], {})[job["seed"]] = run
+    base = runs.pop(None, {})
+    return {regime: {**base, **methods} for regime, methods in runs.items()} or (
+        {"untrained": base} if base else {}
+    )
 
 
-def table_rows(runs: dict) -> dict[str, dict[int, tuple[float, float]]]:
-    """method -> k -> (mean, std) over seeds, for the table's methods that finished."""
-    rows = {}
-    for method in LABELS:
-        if method in runs:
-            ks = sorted(next(iter(runs[method].values()))["pass@k"])
-            rows[method] = {k: mean_std([r["pass@k"][k] for r in runs[method].values()]) for k in ks}
-    return rows
+def method_stats(by_seed: dict, base: dict | None) -> dict:
+    """pass@k intervals, differences to the base, crossover, diversity and training summaries."""
+    n = next(iter(by_seed.values()))["n"]
+    ks = ks_for(n)
+    correct = [r["c"] for r in by_seed.values()]
+    out = {"seeds": sorted(by_seed), "n": n, "problems": len(correct[0])}
+    out["pass@k"] = {k: vars(v) for k, v in pass_at_k_ci(correct, n, ks, **BOOT).items()}
+    out["distinct_correct"] = statistics.fmean(x for r in by_seed.values() for x in r["distinct"])
+    out["solved_at_n"] = statistics.fmean(sum(c > 0 for c in r["c"]) for r in by_seed.values())
+    if base is not None and by_seed is not base:
+        b = [r["c"] for r in base.values()]
+        out["minus_base"] = {k: vars(v) for k, v in pass_at_k_diff_ci(correct, n, b, n, ks, **BOOT).items()}
+        out["crossover"] = vars(crossover_k_ci(correct, n, b, n, ks, **BOOT))
+    train = [r["train"] for r in by_seed.values() if r["train"]]
+    summaries = (
+        ("train/clip_fraction", "clip_fraction"),
+        ("train/updates", "updates_per_step"),
+        ("rollout/entropy", "final_entropy"),
+    )
+    for key, name in summaries:
+        per_seed = [_tail_mean(t.get(key, []), all_steps=name != "final_entropy") for t in train]
+        per_seed = [v for v in per_seed if v is not None]
+        if per_seed:
+            out[name] = statistics.fmean(per_seed)
+    out["fit_s"] = [r["times"].get("fit_s") for r in by_seed.values()]
+    return out
 
 
-def ranks(rows: dict, k: int) -> dict[str, int]:
-    """1 = best, 2 = second best at this k (means compared at the table's precision, ties share)."""
-    means = sorted({round(100 * r[k][0], 1) for r in rows.values()}, reverse=True)
-    return {m: means.index(round(100 * r[k][0], 1)) + 1 for m, r in rows.items()}
+def _tail_mean(series: list, all_steps: bool, tail: int = 10) -> float | None:
+    values = [v for _, v in series] if all_steps else [v for _, v in series[-tail:]]
+    return statistics.fmean(values) if values else None
 
 
-def write_table(out: Path, rows: dict, seeds: dict[str, int]) -> str:
-    ks = sorted(next(iter(rows.values())))
-    head = "| method | seeds | " + " | ".join(f"k={k}" for k in ks) + " |"
-    lines = [head, "|---" * (len(ks) + 2) + "|"]
-    rank = {k: ranks(rows, k) for k in ks}
-    with open(out / "table.csv", "w", newline="") as f:
-        w = csv.writer(f)
-        w.writerow(["method", "seeds", "k", "pass@k_mean", "pass@k_std", "rank"])
-        for m, r in rows.items():
-            cells = []
-            for k in ks:
-                mean, std = r[k]
-                text = f"{100 * mean:.1f} ± {100 * std:.1f}"
-                cells.append(
-                    f"**{text}**" if rank[k][m] == 1 else f"<u>{text}</u>" if rank[k][m] == 2 else text
-                )
-                w.writerow([m, seeds[m], k, f"{mean:.6f}", f"{std:.6f}", rank[k][m]])
-            lines.append(f"| {LABELS[m]} | {seeds[m]} | " + " | ".join(cells) + " |")
-    text = "\n".join(lines) + "\n"
-    (out / "table.md").write_text(text)
-    return text
+def _cell(v: dict, scale: float = 100) -> str:
+    return f"{scale * v['estimate']:.1f} [{scale * v['lo']:.1f}, {scale * v['hi']:.1f}]"
 
 
-def sweep_points(runs: dict, sweep_extra, n: int) -> dict[float, dict]:
-    """lambda -> pass@k for every k (mean, std over the seeds every lambda has) and the run it comes from."""
+def _signed(v: dict, unit: str = "") -> str:
+    """A difference in points (x 100) or in nats; bold when its interval excludes 0."""
+    mark = "**" if v["lo"] > 0 or v["hi"] < 0 else ""
+    if unit == "nats":
+        return f"{mark}{v['estimate']:+.3f} [{v['lo']:+.3f}, {v['hi']:+.3f}]{mark} nats"
+    text = f"{mark}{100 * v['estimate']:+.1f} [{100 * v['lo']:+.1f}, {100 * v['hi']:+.1f}]{mark}"
+    return f"{text} {unit}" if unit else text
+
+
+def _k(value) -> str:
+    return "none" if value is None else str(value)
+
+
+def tables(stats: dict) -> str:
+    """Table 1 per regime (pass@k with intervals) and the differences to the base model."""
+    lines = []
+    for regime, methods in stats.items():
+        ks = ks_for(next(iter(methods.values()))["n"])
+        head = "| method | " + " | ".join(f"k={k}" for k in ks) + " |"
+        rule = "|---" * (len(ks) + 1) + "|"
+        lines += [f"### {regime}: pass@k (%), 95 % interval over problems and seeds", "", head, rule]
+        for m, s in methods.items():
+            lines.append(f"| {LABELS.get(m, m)} | " + " | ".join(_cell(s["pass@k"][k]) for k in ks) + " |")
+        lines += ["", f"### {regime}: minus the base model (points; bold: the interval excludes 0)", ""]
+        lines += [
+            head[:-1]
+            + "| crossover k | distinct correct / problem | updates / step | clip fraction | entropy |",
+            rule + "---|---|---|---|---|",
+        ]
+        for m, s in methods.items():
+            if "minus_base" not in s:
+                cells = [""] * len(ks) + ["", f"{s['distinct_correct']:.1f}", "", "", ""]
+            else:
+                x = s["crossover"]
+                cells = [_signed(s["minus_base"][k]) for k in ks]
+                cells += [f"{_k(x['k'])} [{_k(x['lo'])}, {_k(x['hi'])}]", f"{s['distinct_correct']:.1f}"]
+                cells += [
+                    f"{s.get('updates_per_step', math.nan):.2f}",
+                    f"{s.get('clip_fraction', math.nan):.3f}",
+                    f"{s.get('final_entropy', math.nan):.3f}",
+                ]
+            lines.append(f"| {LABELS.get(m, m)} | " + " | ".join(cells) + " |")
+        lines.append("")
+    return "\n".join(lines)
+
+
+def verdict(interval: dict, want: str) -> str:
+    """'held' when the interval lies on the claimed side of 0, 'did not hold' when on the other."""
+    above, below = interval["lo"] > 0, interval["hi"] < 0
+    if want == "up":
+        return "held" if above else "did not hold" if below else "cannot tell at this size"
+    return "held" if below else "did not hold" if above else "cannot tell at this size"
+
+
+def method_diff(a: dict, b: dict, k: int) -> dict:
+    """Method a minus method b at k, paired over problems (b's seeds resampled as a base's)."""
+    n = next(iter(a.values()))["n"]
+    ca, cb = [r["c"] for r in a.values()], [r["c"] for r in b.values()]
+    return vars(pass_at_k_diff_ci(ca, n, cb, n, [k], **BOOT)[k])
+
+
+def verdicts(runs: dict, stats: dict) -> list[dict]:
+    """One line per claim of the paper and regime: the evidence (an interval) and the verdict."""
+    out = []
+    for regime, s in stats.items():
+        r = runs[regime]
+        if not {"psr", "nsr"} <= set(s) or "base" not in s:
+            continue
+        n = s["psr"]["n"]
+
+        seeds = len(s["psr"]["seeds"])
+
+        def add(claim, evidence, want, regime=regime, unit="points", seeds=seeds):
+            # an interval over seeds alone needs more than one seed
+            judged = verdict(evidence, want) if unit == "points" or seeds > 1 else "cannot tell at this size"
+            out.append(
+                {"regime": regime, "claim": claim, "interval": evidence, "unit": unit, "verdict": judged}
+            )
+
+        add("PSR raises pass@1 over the base", s["psr"]["minus_base"][1], "up")
+        add(f"PSR lowers pass@{n} below the base", s["psr"]["minus_base"][n], "down")
+        add("NSR raises pass@1 over the base", s["nsr"]["minus_base"][1], "up")
+        add(f"NSR raises pass@{n} over the base", s["nsr"]["minus_base"][n], "up")
+        add(f"NSR's pass@{n} is above PSR's", method_diff(r["nsr"], r["psr"], n), "up")
+        if "w_reinforce" in s:
+            add(f"W-REINFORCE's pass@{n} is above PSR's", method_diff(r["w_reinforce"], r["psr"], n), "up")
+            add("W-REINFORCE's pass@1 is above NSR's", method_diff(r["w_reinforce"], r["nsr"], 1), "up")
+        entropy = _entropy_diff(r["nsr"], r["psr"])
+        if entropy is not None:
+            add(
+                "NSR keeps more entropy than PSR (last 10 steps, interval over seeds)",
+                entropy,
+                "up",
+                unit="nats",
+            )
+    return out
+
+
+def _entropy_diff(a: dict, b: dict) -> dict | None:
+    """Mean final training entropy of a minus b, with a bootstrap interval over seeds (few seeds:
+    wide)."""
+    ea = [_tail_mean(x["train"].get("rollout/entropy", []), False) for x in a.values()]
+    eb = [_tail_mean(x["train"].get("rollout/entropy", []), False) for x in b.values()]
+    if None in ea or None in eb or not ea or not eb:
+        return None
+    rng = np.random.default_rng(0)
+    reps = [rng.choice(ea, len(ea)).mean() - rng.choice(eb, len(eb)).mean() for _ in range(2000)]
+    lo, hi = np.quantile(reps, [0.025, 0.975])
+    return {"estimate": float(np.mean(ea) - np.mean(eb)), "lo": float(lo), "hi": float(hi)}
+
+
+def frontier(runs: dict, sweep_extra, regime: str) -> dict:
+    """lambda -> pass@1 and pass@n intervals of W-REINFORCE (0 = NSR, 1 = REINFORCE runs)."""
     sources = dict(SWEEP_SOURCES) | {lam: f"w_reinforce_l{lam:g}" for lam in sweep_extra}
-    sources = {lam: m for lam, m in sources.items() if m in runs}
-    # only the seeds every lambda has, so the frontier compares like with like
-    seeds = set.intersection(*(set(runs[m]) for m in sources.values())) if sources else set()
     points = {}
     for lam, method in sorted(sources.items()):
-        if seeds:
-            vals = [runs[method][s] for s in sorted(seeds)]
-            points[lam] = {
-                "run": method,
-                "seeds": sorted(seeds),
-                **{f"pass@{k}": mean_std([r["pass@k"][k] for r in vals]) for k in sorted(vals[0]["pass@k"])},
-            }
+        if method in runs.get(regime, {}):
+            s = method_stats(runs[regime][method], None)
+            points[lam] = {"run": method, "pass@1": s["pass@k"][1], f"pass@{s['n']}": s["pass@k"][s["n"]]}
     return points
 
 
-def same_seeds(runs: dict, points: dict) -> dict:
-    """The table's rows on the sweep's seeds only (its reference marks compare like with like)."""
-    seeds = next(iter(points.values()))["seeds"] if points else []
-    kept = {m: {s: r for s, r in by_seed.items() if s in seeds} for m, by_seed in runs.items()}
-    return table_rows({m: by_seed for m, by_seed in kept.items() if len(by_seed) == len(seeds)})
-
-
-def write_report(
-    out: Path, cfg: dict, jobs: list[dict], *, wall_s: float, machine: dict, sweep_extra
-) -> dict:
-    from miniature_plots import log_wandb, plot_curves, plot_dynamics, plot_sweep
+def write_report(out: Path, cfg: dict, jobs: list[dict], *, wall_s: float | None, machine: dict) -> dict:
+    from miniature import SWEEP_EXTRA, SWEEP_REGIME
+    from miniature_plots import plot_curves, plot_diagnostics, plot_dynamics, plot_sweep
 
     out = Path(out)
     runs = collect(out, jobs)
-    rows = table_rows(runs)
-    n = cfg["n"]
-    points = sweep_points(runs, sweep_extra, n)
-    table = write_table(out, rows, {m: len(runs[m]) for m in rows}) if rows else ""
-    figures = {
-        "pass_at_k": plot_curves(out / "pass_at_k.png", rows, LABELS),
-        "dynamics": plot_dynamics(out / "dynamics.png", runs, LABELS),
-        "lambda_sweep": plot_sweep(out / "lambda_sweep.png", points, same_seeds(runs, points), LABELS, n),
+    stats = {
+        regime: {m: method_stats(methods[m], methods.get("base")) for m in LABELS if m in methods}
+        for regime, methods in runs.items()
     }
-    expected = {(j["method"], j["seed"]) for j in jobs}
-    finished = {(m, s) for m, by_seed in runs.items() for s in by_seed}
+    points = frontier(runs, SWEEP_EXTRA, SWEEP_REGIME)
+    claims = verdicts(runs, stats)
+    text = (
+        tables(stats)
+        + "\n"
+        + "\n".join(
+            f"- {c['regime']}: {c['claim']}: {_signed(c['interval'], c['unit'])} -> **{c['verdict']}**"
+            for c in claims
+        )
+    )
+    (out / "table.md").write_text(text + "\n")
+    figures = {
+        "pass_at_k": plot_curves(out / "pass_at_k.png", stats, LABELS),
+        "dynamics": plot_dynamics(out / "dynamics.png", runs, LABELS),
+        "lambda_frontier": plot_sweep(
+            out / "lambda_frontier.png", points, stats.get(SWEEP_REGIME, {}), LABELS
+        ),
+        "diagnostics": plot_diagnostics(out / "diagnostics.png", runs, LABELS),
+    }
+    expected = {(j["regime"], j["method"], j["seed"]) for j in jobs}
+    finished = {x for x in expected if _has(runs, *x)}
+    pilot = out / "pilot.json"
     result = {
         "settings": {k: v for k, v in cfg.items() if k != "out"},
         "machine": machine,
         "wall_s": round(wall_s, 1) if wall_s is not None else None,  # None: a run cut short
-        "missing_runs": sorted(f"{m} seed {s}" for m, s in expected - finished),
-        "table": {m: {str(k): {"mean": v[0], "std": v[1]} for k, v in r.items()} for m, r in rows.items()},
-        "lambda_sweep": {
-            f"{lam:g}": {
-                "run": p["run"],
-                "seeds": p["seeds"],
-                **{k: {"mean": v[0], "std": v[1]} for k, v in p.items() if k.startswith("pass@")},
-            }
-            for lam, p in points.items()
+        "selection": {
+            k: v for k, v in json.loads((out / "selection.json").read_text()).items() if k != "counts"
         },
-        "runs": {m: {str(s): r for s, r in by_seed.items()} for m, by_seed in runs.items()},
+        "pilot": json.loads(pilot.read_text()) if pilot.exists() else None,
+        "missing_runs": sorted(f"{r} {m} seed {s}" for r, m, s in expected - finished),
+        "stats": _jsonable(stats),
+        "verdicts": claims,
+        "lambda_frontier": {f"{lam:g}": p for lam, p in points.items()},
         "figures": {k: f"{k}.png" for k, ok in figures.items() if ok},
     }
     (out / "results.json").write_text(json.dumps(result, indent=1))
-    if cfg.get("logger") == "wandb":
-        log_wandb(out, result, LABELS)
-    if table:
-        print(table)
+    print(text)
+    return result
+
+
+def _has(runs: dict, regime, method, seed) -> bool:
+    return any(seed in runs[r].get(method, {}) for r in runs if regime is None or r == regime)
+
+
+def _jsonable(x):
+    if isinstance(x, dict):
+        return {str(k): _jsonable(v) for k, v in x.items()}
+    return x
+
+
+def write_pilot(out: Path, cfg: dict, jobs: list[dict], *, wall_s: float) -> dict:
+    """pilot.json: PSR's pass@1 gain on the pilot set per (lr, steps), and the budget chosen by
+    the rule: the fewest steps, then the smallest lr, whose gain is >= the target."""
+    from miniature import run_dir_of
+
+    def pass1(folder: Path) -> float | None:
+        path = folder / "pilot" / "results.jsonl"
+        if not path.exists():
+            return None
+        recs = [json.loads(line) for line in path.open()]
+        return sum(r["c"] / r["n"] for r in recs) / len(recs)
+
+    runs = {j["method"]: run_dir_of(cfg, j) for j in jobs}
+    base = pass1(runs.pop("pilot_base") / "eval")
+    grid = []
+    for job in (j for j in jobs if j["fit"]):
+        for folder in sorted(run_dir_of(cfg, job).glob("eval*")):
+            step = job["steps"] if folder.name == "eval" else int(folder.name.split("_")[1])
+            value = pass1(folder)
+            if value is not None:
+                grid.append({"lr": job["lr"], "steps": step, "pass@1": value, "gain": value - base})
+    grid = sorted({(g["steps"], g["lr"]): g for g in grid}.values(), key=lambda g: (g["steps"], g["lr"]))
+    chosen = next((g for g in grid if g["gain"] >= cfg["pilot"]["target"]), None)
+    result = {
+        "base_pass@1": base,
+        "grid": grid,
+        "target": cfg["pilot"]["target"],
+        "chosen": chosen,
+        "wall_s": wall_s,
+    }
+    (out / "pilot.json").write_text(json.dumps(result, indent=1))
+    for g in grid:
+        print(
+            f"lr {g['lr']:g} steps {g['steps']}: pass@1 {g['pass@1']:.3f} (gain {100 * g['gain']:+.1f} points)"
+        )
+    print(f"base pass@1 {base:.3f}; chosen: {chosen}")
     return result
 
 
@@ -177,21 +342,13 @@ if __name__ == "__main__":
 
     parser = argparse.ArgumentParser(description="re-write the report of a scripts/miniature.py folder")
     parser.add_argument("folder")
-    parser.add_argument("--wandb", action="store_true", help="also log it to an offline W&B run")
-    # a run cut short has no results.json: give miniature.py's options again after the folder
     args, options = parser.parse_known_args()
     folder = Path(args.folder)
     sys.path.insert(0, str(Path(__file__).parent))
-    from miniature import SWEEP_EXTRA, parse, plan
+    from miniature import machine, parse, plan
 
-    if (folder / "results.json").exists():
-        saved = json.loads((folder / "results.json").read_text())
-        cfg, wall, machine = saved["settings"], saved["wall_s"], saved["machine"]
-    else:  # a run cut short: its settings from the same options; wall time unknown
-        cfg, wall, machine = (
-            parse(["--out", str(folder), *options]),
-            None,
-            {"cpus": os.cpu_count()},
-        )
-    cfg = {**cfg, "out": str(folder)} | ({"logger": "wandb"} if args.wandb else {})
-    write_report(folder, cfg, plan(cfg), wall_s=wall, machine=machine, sweep_extra=SWEEP_EXTRA)
+    saved = json.loads((folder / "results.json").read_text()) if (folder / "results.json").exists() else {}
+    cfg = parse(["--out", str(folder), *options])
+    write_report(
+        folder, cfg, plan(cfg), wall_s=saved.get("wall_s"), machine=saved.get("machine") or machine()
+    )

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from nsr_lightning.metrics import pass_at_k
-from nsr_lightning.metrics.bootstrap import pass_at_k_ci, pass_at_k_diff_ci
+from nsr_lightning.metrics.bootstrap import crossover_k_ci, pass_at_k_ci, pass_at_k_diff_ci
 
 
 def test_no_variation_gives_a_zero_width_interval():
@@ -53,3 +53,32 @@ def test_same_seed_same_interval_and_bad_shapes():
         pass_at_k_diff_ci(data, 8, data[0][:5], 8, [1])
     with pytest.raises(ValueError, match="seeds x problems"):
         pass_at_k_ci(np.zeros((2, 2, 2), dtype=int), 8, [1])
+
+
+def test_crossover_k_of_a_method_that_trades_coverage_for_pass_at_1():
+    """Base: 1 correct of 8 on each of 200 problems, so pass@k = k / 8 (0.125, 0.25, 0.5, 1).
+    Method: all 8 correct on 40 % of the problems and none on the rest, pass@k = 0.4 at every k.
+    Differences +0.275, +0.15, -0.1, -0.6: the crossover is k = 4, and the problem share (0.4 +-
+    about 0.035) never moves it past 0.25 or 0.5 in a replicate, so its interval is [4, 4]."""
+    method = [8] * 80 + [0] * 120
+    cross = crossover_k_ci(method, 8, [1] * 200, 8, ks=[1, 2, 4, 8])
+    assert (cross.k, cross.lo, cross.hi) == (4, 4, 4)
+    diff = pass_at_k_diff_ci(method, 8, [1] * 200, 8, ks=[1, 2, 4, 8])
+    assert [round(diff[k].estimate, 6) for k in (1, 2, 4, 8)] == [0.275, 0.15, -0.1, -0.6]
+
+
+def test_no_crossover_when_never_below_the_base():
+    same = [[3, 5, 0, 8]] * 2
+    cross = crossover_k_ci(same, 8, [3, 5, 0, 8], 8, ks=[1, 2, 4, 8])
+    assert (cross.k, cross.lo, cross.hi) == (None, None, None)
+
+
+def test_crossover_interval_spans_an_undecided_case():
+    """A method equal to the base at k = 1 on average but below on half the problems: whether
+    a replicate crosses at k = 1 depends on which problems it draws, so the interval reaches
+    from k = 1 to a later k or none."""
+    base = [4] * 100  # pass@1 = 0.5 everywhere
+    method = [8] * 50 + [0] * 50  # pass@1 = 0.5 on average, pass@k = 0.5 at every k
+    cross = crossover_k_ci(method, 8, base, 8, ks=[1, 2, 4, 8])
+    assert cross.k == 2  # the estimate: k = 1 ties (not below), k = 2 is below
+    assert cross.lo == 1 and cross.hi == 2

@@ -136,3 +136,19 @@ def test_values_with_equals_signs_are_quoted_for_hydra():
     assert _quote_path("model.path=runs/x/epoch=0-step=9.ckpt") == "model.path='runs/x/epoch=0-step=9.ckpt'"
     assert _quote_path("n=4") == "n=4"
     assert _quote_path("data.fields.x={a: b}") == "data.fields.x={a: b}"
+
+
+def test_distinct_counts_different_correct_responses(tmp_path, monkeypatch):
+    """`distinct` = distinct correct texts (whitespace-stripped) per problem; incorrect ones do not count."""
+    import nsr_lightning.evaluation as ev
+
+    texts = ["1+2=3 \\boxed{3}", " 1+2=3 \\boxed{3}\n", "2+1=3 \\boxed{3}", "\\boxed{4}"]  # problem 0
+    texts += ["\\boxed{5}", "\\boxed{6}", "\\boxed{6}", "no"]  # problem 1: nothing correct
+    scores = [1.0, 1.0, 1.0, 0.0, 0.0, 0.0, 0.0, 0.0]
+    monkeypatch.setattr(ev, "sample_and_score", lambda *a, **k: (texts, scores))
+    rows = [{"id": "a", "answer": "3"}, {"id": "b", "answer": "7"}]
+    recs = ev.evaluate_dataset(
+        "toy", rows, engine=None, model=None, reward=None, n=4, sampling=None, seed=0, chunk_size=2,
+        out_dir=str(tmp_path),
+    )  # fmt: skip
+    assert [(r["c"], r["distinct"]) for r in recs] == [(3, 2), (0, 0)]

@@ -1,9 +1,17 @@
-from nsr_lightning.metrics.bootstrap import Interval, pass_at_k_ci, pass_at_k_diff_ci
+from nsr_lightning.metrics.bootstrap import (
+    Crossover,
+    Interval,
+    crossover_k_ci,
+    pass_at_k_ci,
+    pass_at_k_diff_ci,
+)
 from nsr_lightning.metrics.pass_at_k import ks_for, pass_at_k, pass_at_k_table
 from nsr_lightning.metrics.rollout import RatioMetric, group_outcomes
 
 __all__ = [
+    "Crossover",
     "Interval",
+    "crossover_k_ci",
     "RatioMetric",
     "group_outcomes",
     "ks_for",

@@ -70,6 +70,23 @@ def pass_at_k_ci(
     return {k: _interval(t.mean(), _mean(t, seeds, problems), level) for k, t in tables.items()}
 
 
+def _diff_replicates(correct, n: int, base, base_n: int, ks: list[int], n_boot: int, seed: int):
+    """(estimates (K,), replicates (n_boot, K)) of method minus base pass@k, one resampling of
+    problems and of each side's rows shared by every k."""
+    rng = np.random.default_rng(seed)
+    tables = [(_table(correct, n, k), _table(base, base_n, k)) for k in ks]
+    method, reference = tables[0]
+    if method.shape[1] != reference.shape[1]:
+        raise ValueError(
+            f"method and base need the same problems; got {method.shape[1]} and {reference.shape[1]}"
+        )
+    problems = _weights(rng, method.shape[1], n_boot)
+    seeds, base_rows = _weights(rng, method.shape[0], n_boot), _weights(rng, reference.shape[0], n_boot)
+    estimates = np.array([m.mean() - b.mean() for m, b in tables])
+    reps = np.stack([_mean(m, seeds, problems) - _mean(b, base_rows, problems) for m, b in tables], axis=1)
+    return estimates, reps
+
+
 def pass_at_k_diff_ci(
     correct,
     n: int,
@@ -83,18 +100,40 @@ def pass_at_k_diff_ci(
 ) -> dict[int, Interval]:
     """pass@k of the method minus pass@k of the base (same problems, same order), each k in
     `ks`, with its paired bootstrap interval (module docstring)."""
-    rng = np.random.default_rng(seed)
-    tables = {k: (_table(correct, n, k), _table(base, base_n, k)) for k in ks}
-    method, reference = next(iter(tables.values()))
-    if method.shape[1] != reference.shape[1]:
-        raise ValueError(
-            f"method and base need the same problems; got {method.shape[1]} and {reference.shape[1]}"
-        )
-    p = method.shape[1]
-    problems = _weights(rng, p, n_boot)
-    seeds, base_rows = _weights(rng, method.shape[0], n_boot), _weights(rng, reference.shape[0], n_boot)
-    out = {}
-    for k, (m, b) in tables.items():
-        reps = _mean(m, seeds, problems) - _mean(b, base_rows, problems)
-        out[k] = _interval(m.mean() - b.mean(), reps, level)
-    return out
+    estimates, reps = _diff_replicates(correct, n, base, base_n, ks, n_boot, seed)
+    return {k: _interval(estimates[i], reps[:, i], level) for i, k in enumerate(ks)}
+
+
+@dataclass(frozen=True)
+class Crossover:
+    """The smallest k at which the method's pass@k falls below the base's (None: at no k of the
+    list), and the bootstrap interval of that k (None as a bound: beyond the largest k)."""
+
+    k: int | None
+    lo: int | None
+    hi: int | None
+
+
+def crossover_k_ci(
+    correct,
+    n: int,
+    base,
+    base_n: int,
+    ks: list[int],
+    *,
+    level: float = 0.95,
+    n_boot: int = 2000,
+    seed: int = 0,
+) -> Crossover:
+    """Crossover k of a method against the base, with the percentile interval of the crossover
+    over the paired replicates of `pass_at_k_diff_ci` (the same resampling)."""
+    ks = sorted(ks)
+    estimates, reps = _diff_replicates(correct, n, base, base_n, ks, n_boot, seed)
+
+    def first_below(diffs: np.ndarray) -> np.ndarray:  # index of the first k below 0; len(ks) = none
+        below = diffs < 0
+        return np.where(below.any(-1), below.argmax(-1), len(ks))
+
+    lo, hi = np.quantile(first_below(reps), [(1 - level) / 2, (1 + level) / 2], method="nearest")
+    pick = [*ks, None]
+    return Crossover(pick[int(first_below(estimates[None])[0])], pick[int(lo)], pick[int(hi)])
