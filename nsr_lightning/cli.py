@@ -72,7 +72,7 @@ def load_config(command: str, overrides: list[str]):
     from hydra.errors import HydraException
     from omegaconf.errors import OmegaConfBaseException
 
-    from nsr_lightning.config_rules import check_config
+    from nsr_lightning.config_check import check_config
     from nsr_lightning.errors import UserError
 
     try:

@@ -4,8 +4,8 @@
   and a ValueError) reading "<key> must be <accepted>; got <value!r>".
 - `CROSS`: rules between keys (data.max_terms >= data.min_terms, a mini-batch no larger than the
   batch, dynamic sampling needs a group filter, ...), each once.
-- `check_config(cfg)`: every rule whose keys the composed config (fit or evaluate) has, right
-  after composing, before any model, data or process.
+- `check_config(cfg)` (nsr_lightning/config_check.py): every rule whose keys the composed config
+  (fit or evaluate) has, right after composing, before any model, data or process.
 - `check(key, value)` / `check_group(prefix, values)`: the same rules for the constructors that
   must also be safe when used from Python (objectives, SamplingConfig, the callbacks, the data
   modules, engines, rewards, checkpoints); none of them writes its own comparison or message.
@@ -37,7 +37,7 @@ from nsr_lightning.config_kinds import (
     or_null,
     under,
 )
-from nsr_lightning.errors import ConfigError, UserError
+from nsr_lightning.errors import ConfigError
 
 # accepted names, also used by the code that acts on them (objectives/functional.py, models.py)
 LOSS_AGG_MODES = ("token-mean", "seq-mean-token-mean", "seq-mean-token-sum-norm")
@@ -155,6 +155,15 @@ def _mini_batch(mini: int, batch: int, n: int) -> str:
     )
 
 
+def sharded_diagnostics(every) -> str:
+    """The refusal of per-sign diagnostics under multi-rank FSDP2 (the config rule's and Update's)."""
+    return (
+        "algo.diagnostics_every_n_steps must be 0 under FSDP2 (trainer.strategy ModelParallelStrategy, "
+        "trainer=fsdp8 / fsdp_cpu: every forward there is a collective and the diagnostics run "
+        f"rank-locally); got {every!r}"
+    )
+
+
 def _fsdp(strategy) -> bool:
     """Whether a trainer.strategy is FSDP2's (ModelParallelStrategy, or an FSDP strategy)."""
     target = str(strategy.get("_target_", "")) if hasattr(strategy, "get") else str(strategy)
@@ -185,11 +194,7 @@ CROSS = [
         "algo.diagnostics_every_n_steps",
         ("trainer.strategy",),
         lambda every, strategy: not every or not _fsdp(strategy),
-        lambda every, strategy: (
-            "algo.diagnostics_every_n_steps must be 0 under FSDP2 (trainer.strategy ModelParallelStrategy, "
-            "trainer=fsdp8 / fsdp_cpu: every forward there is a collective and the diagnostics run "
-            f"rank-locally); got {every!r}"
-        ),
+        lambda every, strategy: sharded_diagnostics(every),
     ),
     (
         "objective.lambda_pos",
@@ -240,20 +245,6 @@ CROSS = [
     ),
 ]
 
-# groups whose every key has a rule above: any other key in them is a typo (+algo.lrr=...)
-CLOSED = ("algo", "checkpoint", "fsdp", "rollout.sampling", "sampling")
-
-
-def _unknown_keys(cfg) -> None:
-    from omegaconf import DictConfig, OmegaConf
-
-    for prefix in CLOSED:
-        node = OmegaConf.select(cfg, prefix, default=None)
-        known = [k[len(prefix) + 1 :] for k in BY_KEY if k.startswith(prefix + ".")]
-        for name in node if isinstance(node, DictConfig) else ():
-            if name not in known:
-                raise ConfigError(f"{prefix}.{name}: unknown config key; {prefix} has: {', '.join(known)}")
-
 
 def _refused(key: str, value) -> str | None:
     """The message for a value that `key`'s rule refuses (None: accepted or no rule)."""
@@ -289,41 +280,3 @@ def check_group(prefix: str, values: dict) -> None:
     """The rules for `prefix`.<name> of each name in `values` (e.g. a constructor's locals());
     names without a rule are not checked."""
     _check_all({f"{prefix}.{name}": value for name, value in values.items()})
-
-
-_ABSENT = object()
-
-
-def _select(cfg, key: str):
-    from omegaconf import ListConfig, OmegaConf
-    from omegaconf.errors import OmegaConfBaseException
-
-    try:
-        value = OmegaConf.select(cfg, key, default=_ABSENT)
-    except OmegaConfBaseException as e:  # an interpolation that does not resolve, ...
-        raise UserError(f"{key}: {str(e).splitlines()[0]}") from None
-    return list(value) if isinstance(value, ListConfig) else value
-
-
-def check_config(cfg) -> None:
-    """Every rule whose keys the composed config has, then the objective (pure, cheap to build):
-    one UserError naming the key and the accepted values, before anything is loaded."""
-    keys = [key for key, _, _ in RULES] + [k for key, others, _, _ in CROSS for k in (key, *others)]
-    values = {key: _select(cfg, key) for key in keys}
-    _check_all({key: value for key, value in values.items() if value is not _ABSENT})
-    _unknown_keys(cfg)
-    if "objective" not in cfg:
-        return
-    from hydra.errors import HydraException
-    from hydra.utils import instantiate
-
-    try:
-        instantiate(cfg.objective)
-    except (ValueError, TypeError, ImportError, HydraException) as e:  # unknown names, Hydra's wrapping
-        raise UserError(_innermost(e)) from None
-
-
-def _innermost(e: BaseException) -> str:
-    while e.__cause__ is not None:
-        e = e.__cause__
-    return str(e).split("Config search path:")[0].strip()

@@ -38,11 +38,6 @@ from nsr_lightning.objectives import is_correct
 from nsr_lightning.rollout import RolloutBatch
 from nsr_lightning.step_stats import StepStats
 
-SHARDED_MESSAGE = (
-    "algo.diagnostics_every_n_steps must be 0 under multi-rank FSDP2 (every forward there is a "
-    "collective; the diagnostics run rank-locally): use a DDP or single-device trainer for them"
-)
-
 
 def _pick(value: Tensor | None, idx: Tensor) -> Tensor | None:
     return None if value is None else value[idx.to(value.device)]

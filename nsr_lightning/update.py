@@ -25,7 +25,7 @@ import torch
 from torch import Tensor, nn
 
 from nsr_lightning import diagnostics
-from nsr_lightning.config_rules import check_group
+from nsr_lightning.config_rules import check_group, sharded_diagnostics
 from nsr_lightning.correction import RolloutCorrection
 from nsr_lightning.fsdp import to_local_scalar
 from nsr_lightning.metrics import group_outcomes
@@ -150,7 +150,7 @@ class Update(Checks):
         rows = self._rows(rollout, kept, prep)
         every = hp.diagnostics_every_n_steps
         if every and self.ranks.sharded:
-            raise ValueError(diagnostics.SHARDED_MESSAGE)
+            raise ValueError(sharded_diagnostics(every))
         before = diagnostics.before_step(self, batch, rows) if every and self.step % every == 0 else None
         t0 = clock(self.device)
         pre_update = prep.old_logprobs is None  # then the first forward pass gives rollout/entropy

@@ -6,21 +6,26 @@ with the same --out resumes):
 1. Selection (scripts/miniature_select.py): held-out problems with headroom, chosen from the
    base model's own samples (selection seed 1000) before any training: a final set of 64 and a
    disjoint pilot set of 32.
-2. Training: every method of Table 1 in two regimes, with the product's own `fit`:
-   `paper` (mini-batch = a quarter of the rollout batch: 4 clipped updates per step for a
-   method that keeps every sample, as the paper's 1,024 prompts / 256) and `on_policy`
-   (one update per step: the ratio is 1 and the clip never fires), for several training seeds;
-   W-REINFORCE also at lambda 0.05, 0.25, 0.5 in the paper regime (the lambda frontier).
-   Per-sign diagnostics (`algo.diagnostics_every_n_steps`) and held-out dynamics are logged.
+2. Training: every method of Table 1 in the `paper` regime (mini-batch = a quarter of the
+   rollout batch: 4 clipped updates per step for a method that keeps every sample, as the
+   paper's 1,024 prompts / 256) and, as the control, in the `on_policy` regime (one update per
+   step: the ratio is 1 and the clip never fires), for several training seeds, with the
+   product's own `fit`; W-REINFORCE also at more lambdas in the paper regime (the frontier).
+   The default runs the control for PSR, NSR and W-REINFORCE (it fits in 90 minutes on 2
+   cores); `--full` for every method, and lambda 0.05 too (on a default's folder it adds only
+   those runs). Per-sign diagnostics (`algo.diagnostics_every_n_steps`) and held-out dynamics
+   are logged.
 3. Evaluation: `evaluate` on the final set, n samples per problem, evaluation seed = training
    seed; the base model once per seed.
 4. The report (scripts/miniature_report.py): pass@k with 95 % bootstrap intervals over problems
    and seeds, differences to the base, crossover k, distinct correct responses, verdicts.
 
 The budget (steps, lr) was fixed before the final run by `--pilot` (PSR in the paper regime on
-the pilot set only; `pilot.json`): the smallest budget whose PSR pass@1 gain is >= PILOT_TARGET.
+the pilot set only; `pilot.json`): the fewest steps, then the smallest lr, whose PSR pass@1
+gain over the base is >= PILOT["target"] (5 points).
 
     python scripts/miniature.py --out runs/miniature                # the study (docs/miniature.md)
+    python scripts/miniature.py --full --out runs/miniature         # + the control for every method
     python scripts/miniature.py --pilot --out runs/miniature        # the budget pilot (pilot set only)
     python scripts/miniature.py --quick --out runs/miniature-quick  # a smoke test of every stage
 """
@@ -51,16 +56,24 @@ METHODS = {
     "ppo": ["objective=ppo"],
 }
 REGIMES = {"paper": 4, "on_policy": 1}  # optimizer updates per step (rollout batch / mini-batch)
-SWEEP_EXTRA = (0.05, 0.25, 0.5)  # lambda 0 = nsr, 0.1 = w_reinforce, 1 = reinforce (same runs)
-SWEEP_REGIME = "paper"
+SWEEP_REGIME = "paper"  # the lambda frontier's regime; lambda 0 = nsr, 0.1 = w_reinforce, 1 = reinforce runs
 COST = {"ppo": 3, "grpo": 2}  # relative cost for scheduling, longest first
-PILOT = dict(lrs=(2e-5, 5e-5, 1e-4), steps=80, every=20, n=64, target=0.06)  # 5 points asked, +1 of margin
-MODES = {  # the full mode's steps and lr are the pilot's choice (docs/miniature/pilot.json)
-    "full": dict(steps=60, lr=5e-5, prompts=16, responses=8, n=256, seeds=3, every=10, dyn_problems=32, diag_every=10),
-    "quick": dict(steps=4, lr=5e-5, prompts=4, responses=4, n=16, seeds=1, every=2, dyn_problems=4, diag_every=2),
+# the budget pilot (--pilot): PSR in the paper regime on the pilot set, checkpoints every `every` steps
+PILOT = dict(lrs=(2e-5, 5e-5), steps=240, every=40, n=64, target=0.05)
+ALL = ("psr", "nsr", "w_reinforce", "reinforce", "grpo", "ppo")
+_SIZES = dict(prompts=16, responses=8, n=256, seeds=3, every=20, dyn_problems=32, diag_every=20)
+MODES = {  # steps and lr: the pilot's choice (docs/miniature/pilot.json)
+    # the default fits in 90 minutes on 2 cores: the on-policy control for the paper's three methods
+    "default": dict(_SIZES, steps=200, lr=5e-5, control=("psr", "nsr", "w_reinforce"), lambdas=(0.25, 0.5)),
+    # --full: the control for every method and one more lambda (re-run on a default's folder: adds those)
+    "full": dict(_SIZES, steps=200, lr=5e-5, control=ALL, lambdas=(0.05, 0.25, 0.5)),
+    "quick": dict(
+        steps=4, lr=5e-5, prompts=4, responses=4, n=16, seeds=1, every=2, dyn_problems=4, diag_every=2,
+        control=ALL, lambdas=(0.05, 0.25, 0.5),
+    ),
 }  # fmt: skip
 QUICK_SELECT = dict(candidates=96, samples=16, final=(6, 2), pilot=(3, 1))
-QUICK_PILOT = dict(lrs=(5e-5,), steps=4, every=2, n=8, target=0.06)
+QUICK_PILOT = dict(lrs=(5e-5,), steps=4, every=2, n=8, target=0.05)
 
 
 def sweep_name(lam: float) -> str:
@@ -78,16 +91,13 @@ def plan(cfg: dict) -> list[dict]:
             else []
         )
         for regime in cfg["regimes"]:
-            batch += [
-                {"method": m, "regime": regime, "seed": seed, "fit": METHODS[m]}
-                for m in cfg["methods"]
-                if METHODS[m]
-            ]
-            if cfg["sweep"] and regime == SWEEP_REGIME:
+            trained = [m for m in cfg["methods"] if METHODS[m] and (regime == "paper" or m in cfg["control"])]
+            batch += [{"method": m, "regime": regime, "seed": seed, "fit": METHODS[m]} for m in trained]
+            if regime == SWEEP_REGIME:
                 batch += [
                     {"method": sweep_name(lam), "regime": regime, "seed": seed,
                      "fit": ["objective=w_reinforce", f"objective.lambda_pos={lam}"]}
-                    for lam in SWEEP_EXTRA
+                    for lam in cfg["lambdas"]
                 ]  # fmt: skip
         jobs += sorted(batch, key=lambda j: -COST.get(j["method"], 1 if j["fit"] else 0))
     return jobs
@@ -241,15 +251,20 @@ def parse(argv: list[str] | None = None) -> dict:
     p.add_argument(
         "--regimes", default=",".join(REGIMES), help=f"comma-separated subset of {', '.join(REGIMES)}"
     )
-    p.add_argument("--no-sweep", dest="sweep", action="store_false", help="skip lambda 0.05 / 0.25 / 0.5")
+    p.add_argument(
+        "--full", action="store_true", help="the on-policy control for every method, lambda 0.05 too"
+    )
+    p.add_argument("--no-sweep", dest="lambdas", action="store_const", const=(), help="no extra lambdas")
     p.add_argument("--workers", type=int, default=2, help="jobs at once (processes)")
     p.add_argument("--threads", type=int, default=1, help="torch threads per worker")
     p.add_argument("--logger", default="csv", choices=("csv", "wandb"), help="wandb: offline W&B runs too")
     args = p.parse_args(argv)
-    mode = "quick" if args.quick else "full"
+    mode = "quick" if args.quick else "full" if args.full else "default"
     cfg = dict(MODES[mode], mode=mode, pilot=QUICK_PILOT if args.quick else PILOT)
     cfg["select"] = QUICK_SELECT if args.quick else None
-    cfg |= {k: v for k, v in vars(args).items() if v is not None and k != "quick"}  # pilot_mode too
+    cfg |= {
+        k: v for k, v in vars(args).items() if v is not None and k not in ("quick", "full")
+    }  # pilot_mode too
     for key, known in (("methods", METHODS), ("regimes", REGIMES)):
         cfg[key] = [m.strip() for m in cfg[key].split(",") if m.strip()]
         if set(cfg[key]) - set(known):

@@ -238,7 +238,7 @@ def frontier(runs: dict, sweep_extra, regime: str) -> dict:
 
 
 def write_report(out: Path, cfg: dict, jobs: list[dict], *, wall_s: float | None, machine: dict) -> dict:
-    from miniature import SWEEP_EXTRA, SWEEP_REGIME
+    from miniature import SWEEP_REGIME
     from miniature_plots import plot_curves, plot_diagnostics, plot_dynamics, plot_sweep
 
     out = Path(out)
@@ -247,7 +247,7 @@ def write_report(out: Path, cfg: dict, jobs: list[dict], *, wall_s: float | None
         regime: {m: method_stats(methods[m], methods.get("base")) for m in LABELS if m in methods}
         for regime, methods in runs.items()
     }
-    points = frontier(runs, SWEEP_EXTRA, SWEEP_REGIME)
+    points = frontier(runs, cfg["lambdas"], SWEEP_REGIME)
     claims = verdicts(runs, stats)
     text = (
         tables(stats)

@@ -12,7 +12,8 @@ from nsr_lightning.configs import class_defaults
 from omegaconf import OmegaConf
 
 from nsr_lightning.cli import compose, load_config
-from nsr_lightning.config_rules import BY_KEY, CROSS, RULES, check, check_config
+from nsr_lightning.config_check import check_config
+from nsr_lightning.config_rules import BY_KEY, CROSS, RULES, check
 from nsr_lightning.errors import ConfigError, UserError
 
 CONFIGS = files("nsr_lightning.configs")

@@ -52,11 +52,18 @@ def test_plan_has_both_regimes_and_the_paper_regime_makes_four_updates(tmp_path)
     trained = [j for j in jobs if j["fit"]]
     assert {j["regime"] for j in trained} == {"paper", "on_policy"}
     assert len([j for j in jobs if not j["fit"]]) == cfg["seeds"]  # the base model once per seed
-    per_regime = len(METHODS) - 1
-    assert len(trained) == cfg["seeds"] * (2 * per_regime + len(miniature.SWEEP_EXTRA))
+    paper = len(METHODS) - 1 + len(cfg["lambdas"])
+    assert len(trained) == cfg["seeds"] * (paper + len(cfg["control"]))
+    full = miniature.parse(["--out", str(tmp_path), "--full"])
+    assert {j["method"] for j in miniature.plan(full) if j["regime"] == "on_policy"} == set(METHODS) - {
+        "base"
+    }
+    # a default's jobs are a subset of --full's: --full on a default's folder only adds runs
+    key = lambda j: (j["method"], j["regime"], j["seed"])  # noqa: E731
+    assert {key(j) for j in jobs} <= {key(j) for j in miniature.plan(full)}
     rollout = cfg["prompts"] * cfg["responses"]
-    paper = miniature.fit_args(cfg, trained[0] | {"regime": "paper"}, tmp_path)
-    assert f"algo.mini_batch_size={rollout // 4}" in paper
+    args = miniature.fit_args(cfg, trained[0] | {"regime": "paper"}, tmp_path)
+    assert f"algo.mini_batch_size={rollout // 4}" in args
     assert "algo.mini_batch_size=0" in miniature.fit_args(cfg, trained[0] | {"regime": "on_policy"}, tmp_path)
 
 

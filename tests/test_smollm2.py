@@ -48,7 +48,8 @@ def test_converted_folder_is_complete_and_reused(monkeypatch):
 
 @needs_package
 def test_one_step_fit(tmp_path):
-    """`fit experiment=smollm2_word_problems` with short generations: one step, pass@k before and after."""
+    """`fit experiment=smollm2_word_problems` with short generations: one step, pass@k before and
+    after, then `evaluate` of the trained folder."""
     run = tmp_path / "run"
     args = ["fit", "experiment=smollm2_word_problems", "trainer.max_steps=1", f"run_dir={run}"]
     args += ["data.batch_size=2", "rollout.n=2", "rollout.sampling.max_new_tokens=12"]
@@ -64,6 +65,13 @@ def test_one_step_fit(tmp_path):
     assert float(step["rollout/response_length"]) > 0 and float(step["train/updates"]) in (0.0, 1.0)
     assert (run / "csv" / "version_0" / "pass_at_k.json").is_file()
     assert (run / "final_model" / "model.safetensors").is_file()
+    # the trained model through `evaluate`, as a user scores it after training
+    out = tmp_path / "eval"
+    args = ["evaluate", f"model.path={run / 'final_model'}", "preset=smollm2", "reward=final_number"]
+    args += ["data.datasets=[word_problems]", "data.limit=2", "n=2", "sampling.max_new_tokens=12"]
+    assert main([*args, "logger=none", f"run_dir={out}"]) == 0
+    summary = json.loads((out / "summary.json").read_text())["datasets"]["word_problems"]
+    assert summary["problems"] == 2 and set(summary["pass@k"]) == {"1", "2"}
 
 
 def test_gguf_file_missing_names_the_package(monkeypatch):
