@@ -5,7 +5,7 @@ table itself does not)."""
 
 from __future__ import annotations
 
-from nsr_lightning.config_rules import BY_KEY, CROSS, RULES, _check_all
+from nsr_lightning.config_rules import BY_KEY, CROSS, RULES, check_values
 from nsr_lightning.errors import ConfigError, UserError
 
 # groups whose every key has a rule above: any other key in them is a typo (+algo.lrr=...)
@@ -42,7 +42,7 @@ def check_config(cfg) -> None:
     one UserError naming the key and the accepted values, before anything is loaded."""
     keys = [key for key, _, _ in RULES] + [k for key, others, _, _ in CROSS for k in (key, *others)]
     values = {key: _select(cfg, key) for key in keys}
-    _check_all({key: value for key, value in values.items() if value is not _ABSENT})
+    check_values({key: value for key, value in values.items() if value is not _ABSENT})
     _unknown_keys(cfg)
     if "objective" not in cfg:
         return

@@ -258,7 +258,7 @@ def _refused(key: str, value) -> str | None:
     return None if good else must(key, accepted, value)
 
 
-def _check_all(values: dict) -> None:
+def check_values(values: dict) -> None:
     """`values`: full key -> value; every single rule, then every cross rule whose keys it has."""
     for key, value in values.items():
         message = _refused(key, value)
@@ -273,10 +273,10 @@ def _check_all(values: dict) -> None:
 
 def check(key: str, value) -> None:
     """Nothing if `key`'s rule accepts `value`, else one ConfigError."""
-    _check_all({key: value})
+    check_values({key: value})
 
 
 def check_group(prefix: str, values: dict) -> None:
     """The rules for `prefix`.<name> of each name in `values` (e.g. a constructor's locals());
     names without a rule are not checked."""
-    _check_all({f"{prefix}.{name}": value for name, value in values.items()})
+    check_values({f"{prefix}.{name}": value for name, value in values.items()})

@@ -3,7 +3,7 @@
 import pytest
 import torch
 
-from nsr_lightning.config_rules import ConfigError, check_group
+from nsr_lightning.config_rules import ConfigError, check_group, check_values
 from nsr_lightning.diagnostics import sign_gradients
 from nsr_lightning.models import TINY_MODEL, load_policy
 from nsr_lightning.objectives import Reinforce
@@ -24,21 +24,16 @@ def model_and_batch():
     return model, scored_rollout(model, REWARDS)
 
 
-def test_only_incorrect_has_zero_positive_part(model_and_batch):
+@pytest.mark.parametrize("reward, zero, other", [(0.0, "pos", "neg"), (1.0, "neg", "pos")])
+def test_one_sign_only_has_a_zero_other_part(model_and_batch, reward, zero, other):
+    """All incorrect: the positive part is 0; all correct: the negative part is 0; the cosine of
+    a zero part is undefined and not logged."""
     model, batch = model_and_batch
-    batch.rewards = torch.zeros(16)
+    batch.rewards = torch.full((16,), reward)
     stats = Update(model, Reinforce(), ON).run(batch, [adamw(model, 0.0)])
-    assert stats.scalar("diag/grad_norm_pos") == 0.0
-    assert stats.scalar("diag/grad_norm_neg") > 0.0
-    assert "diag/grad_cos" not in stats.scalars  # undefined with a zero part
-
-
-def test_only_correct_has_zero_negative_part(model_and_batch):
-    model, batch = model_and_batch
-    batch.rewards = torch.ones(16)
-    stats = Update(model, Reinforce(), ON).run(batch, [adamw(model, 0.0)])
-    assert stats.scalar("diag/grad_norm_neg") == 0.0
-    assert stats.scalar("diag/grad_norm_pos") > 0.0
+    assert stats.scalar(f"diag/grad_norm_{zero}") == 0.0
+    assert stats.scalar(f"diag/grad_norm_{other}") > 0.0
+    assert "diag/grad_cos" not in stats.scalars
 
 
 @pytest.mark.parametrize("micro", [0, 5])
@@ -99,9 +94,7 @@ def test_every_n_steps_and_the_rules():
         UpdateSettings(diagnostics_every_n_steps=-1)
     fsdp = {"_target_": "lightning.pytorch.strategies.ModelParallelStrategy"}
     with pytest.raises(ConfigError, match="under FSDP2"):
-        from nsr_lightning.config_rules import _check_all
-
-        _check_all({"algo.diagnostics_every_n_steps": 1, "trainer.strategy": fsdp})
-    _check_all({"algo.diagnostics_every_n_steps": 0, "trainer.strategy": fsdp})
-    _check_all({"algo.diagnostics_every_n_steps": 1, "trainer.strategy": "auto"})
+        check_values({"algo.diagnostics_every_n_steps": 1, "trainer.strategy": fsdp})
+    check_values({"algo.diagnostics_every_n_steps": 0, "trainer.strategy": fsdp})
+    check_values({"algo.diagnostics_every_n_steps": 1, "trainer.strategy": "auto"})
     check_group("algo", {"diagnostics_every_n_steps": 3})
