@@ -13,6 +13,18 @@ from nsr_lightning.rollout import RolloutBatch, SamplingConfig, cat_batches
 from nsr_lightning.streams import Stream, stream_seed
 
 
+def forget_last_step_metrics(trainer: L.Trainer) -> None:
+    """Lightning keeps an on-step metric's last value for the whole epoch and logs it again at
+    every later step that does not log it, so a metric logged only at some steps (diag/* every N
+    steps, a pass that runs only sometimes, a ratio with nothing to count) would repeat a stale
+    value. At the start of each step, mark every on-step-only metric as reset: a `self.log` of
+    this step revives it (Lightning's own flag, `_ResultMetric.has_reset`)."""
+    results = trainer._results
+    for _, metric in results.items() if results is not None else ():
+        if metric.meta.on_step and not metric.meta.on_epoch:
+            metric.has_reset = True
+
+
 class RolloutCallback(L.Callback):
     """Syncs the engine if the policy changed, samples n responses per prompt, scores them, and
     hands the scored `RolloutBatch` to the training step as `batch["rollout"]`.
@@ -73,6 +85,7 @@ class RolloutCallback(L.Callback):
     def on_train_batch_start(
         self, trainer: L.Trainer, pl_module: L.LightningModule, batch: dict, batch_idx: int
     ) -> None:
+        forget_last_step_metrics(trainer)
         step, rank = trainer.global_step, trainer.global_rank
         t0 = time.perf_counter()
         synced = self.sync_if_changed(pl_module)

@@ -37,16 +37,18 @@ TRAIN_KEYS = (
 BOOT = dict(n_boot=2000, seed=0)
 
 
-def _csv_series(path: Path) -> dict[str, list]:
+def _csv_series(path: Path, diag_every: int) -> dict[str, list]:
+    """(step, value) of each TRAIN_KEYS metric; diag/* only at the steps that computed them."""
     series: dict[str, list] = {k: [] for k in TRAIN_KEYS}
     for row in csv.DictReader(path.open()):
         for k in TRAIN_KEYS:
-            if row.get(k):
-                series[k].append((int(row["step"]), float(row[k])))
+            step = int(row["step"])
+            if row.get(k) and not (k.startswith("diag/") and diag_every and step % diag_every):
+                series[k].append((step, float(row[k])))
     return series
 
 
-def read_run(run_dir: Path) -> dict | None:
+def read_run(run_dir: Path, diag_every: int = 0) -> dict | None:
     """Per-problem counts, held-out dynamics, training series and timings of one finished run."""
     results = run_dir / "eval" / "final" / "results.jsonl"
     if not (run_dir / "eval" / "summary.json").exists():
@@ -58,18 +60,18 @@ def read_run(run_dir: Path) -> dict | None:
     heldout = sorted(run_dir.glob("csv/version_*/heldout.json"))
     run["heldout"] = json.loads(heldout[-1].read_text()) if heldout else []
     metrics = sorted(run_dir.glob("csv/version_*/metrics.csv"))
-    run["train"] = _csv_series(metrics[-1]) if metrics else {}
+    run["train"] = _csv_series(metrics[-1], diag_every) if metrics else {}
     return run
 
 
-def collect(out: Path, jobs: list[dict]) -> dict:
+def collect(out: Path, jobs: list[dict], diag_every: int = 0) -> dict:
     """{regime: {method: {seed: run}}}; the base model's runs under every regime."""
     from miniature import run_dir_of
 
     runs: dict = {}
     cfg = {"out": str(out)}
     for job in jobs:
-        run = read_run(run_dir_of(cfg, job))
+        run = read_run(run_dir_of(cfg, job), diag_every)
         if run is not None:
             runs.setdefault(job["regime"], {}).setdefault(job["method"], {})[job["seed"]] = run
     base = runs.pop(None, {})
@@ -242,7 +244,7 @@ def write_report(out: Path, cfg: dict, jobs: list[dict], *, wall_s: float | None
     from miniature_plots import plot_curves, plot_diagnostics, plot_dynamics, plot_sweep
 
     out = Path(out)
-    runs = collect(out, jobs)
+    runs = collect(out, jobs, cfg["diag_every"])
     stats = {
         regime: {m: method_stats(methods[m], methods.get("base")) for m in LABELS if m in methods}
         for regime, methods in runs.items()

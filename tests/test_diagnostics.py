@@ -98,3 +98,19 @@ def test_every_n_steps_and_the_rules():
     check_values({"algo.diagnostics_every_n_steps": 0, "trainer.strategy": fsdp})
     check_values({"algo.diagnostics_every_n_steps": 1, "trainer.strategy": "auto"})
     check_group("algo", {"diagnostics_every_n_steps": 3})
+
+
+def test_fit_logs_diagnostics_only_at_their_steps(fast_overrides, tmp_path):
+    """A metric logged every N steps appears in metrics.csv at those steps only: Lightning would
+    otherwise repeat its last value at the steps in between (RolloutCallback resets them)."""
+    import csv
+
+    from nsr_lightning.cli import main
+
+    args = [*fast_overrides, "trainer.max_steps=3", "algo.diagnostics_every_n_steps=2", "objective=reinforce"]
+    assert main(["fit", *args, "callbacks.pass_at_k.before=false", "callbacks.pass_at_k.after=false"]) == 0
+    with open(tmp_path / "run" / "csv" / "version_0" / "metrics.csv") as f:
+        rows = [r for r in csv.DictReader(f) if r.get("train/updates")]
+    assert [r["step"] for r in rows] == ["0", "1", "2"]
+    assert [bool(r["diag/grad_norm_neg"]) for r in rows] == [True, False, True]
+    assert all(r["rollout/correct_ratio"] for r in rows)  # metrics of every step stay
