@@ -19,7 +19,7 @@ def forget_last_step_metrics(trainer: L.Trainer) -> None:
     steps, a pass that runs only sometimes, a ratio with nothing to count) would repeat a stale
     value. At the start of each step, mark every on-step-only metric as reset: a `self.log` of
     this step revives it (Lightning's own flag, `_ResultMetric.has_reset`)."""
-    results = trainer._results
+    results = getattr(trainer, "_results", None)  # None outside a running fit loop
     for _, metric in results.items() if results is not None else ():
         if metric.meta.on_step and not metric.meta.on_epoch:
             metric.has_reset = True
