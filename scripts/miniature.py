@@ -204,10 +204,11 @@ def pilot_jobs(cfg: dict) -> list[dict]:
     keep = f"checkpoint.keep={p['steps'] // p['every'] + 1}"
     ckpt = ["trainer.enable_checkpointing=true", f"checkpoint.every_n_steps={p['every']}", keep]
     jobs = [{"method": "pilot_base", "regime": None, "seed": 0, "fit": None, "set": "pilot", "n": p["n"]}]
-    for lr in p["lrs"]:
+    method = cfg["pilot_method"]
+    for lr in cfg["pilot_lrs"] or p["lrs"]:
         jobs.append(
-            {"method": f"pilot_psr_lr{lr:g}", "regime": "paper", "seed": 0, "fit": METHODS["psr"], "set": "pilot",
-             "n": p["n"], "lr": lr, "steps": p["steps"], "checkpoints": ckpt}
+            {"method": f"pilot_{method}_lr{lr:g}", "regime": "paper", "seed": 0, "fit": METHODS[method],
+             "set": "pilot", "n": p["n"], "lr": lr, "steps": p["steps"], "checkpoints": ckpt}
         )  # fmt: skip
     return jobs
 
@@ -242,6 +243,16 @@ def parse(argv: list[str] | None = None) -> dict:
         action="store_true",
         help="only the budget pilot on the pilot set (pilot.json)",
     )
+    p.add_argument(
+        "--pilot-method",
+        default="psr",
+        choices=[m for m in METHODS if METHODS[m]],
+        help="the method --pilot trains (psr: the budget, pilot.json; another: a control, pilot_<method>.json)",
+    )
+    p.add_argument(
+        "--pilot-lrs", default=None, help="comma-separated learning rates for --pilot (default: PILOT's)"
+    )
+
     for key in ("steps", "prompts", "responses", "n", "seeds", "every", "dyn_problems", "diag_every"):
         p.add_argument(
             f"--{key.replace('_', '-')}", type=int, default=None, help=f"override the mode's {key}"
@@ -265,6 +276,7 @@ def parse(argv: list[str] | None = None) -> dict:
     cfg |= {
         k: v for k, v in vars(args).items() if v is not None and k not in ("quick", "full")
     }  # pilot_mode too
+    cfg["pilot_lrs"] = [float(x) for x in cfg["pilot_lrs"].split(",")] if cfg.get("pilot_lrs") else None
     for key, known in (("methods", METHODS), ("regimes", REGIMES)):
         cfg[key] = [m.strip() for m in cfg[key].split(",") if m.strip()]
         if set(cfg[key]) - set(known):

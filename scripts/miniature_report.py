@@ -17,7 +17,7 @@ from pathlib import Path
 
 import numpy as np
 
-from nsr_lightning.metrics import crossover_k_ci, ks_for, pass_at_k_ci, pass_at_k_diff_ci
+from nsr_lightning.metrics import crossover_k_ci, ks_for, mean_diff_ci, pass_at_k_ci, pass_at_k_diff_ci
 
 LABELS = {
     "base": "Base model",
@@ -118,10 +118,12 @@ def _cell(v: dict, scale: float = 100) -> str:
 
 
 def _signed(v: dict, unit: str = "") -> str:
-    """A difference in points (x 100) or in nats; bold when its interval excludes 0."""
+    """A difference in points (x 100), nats or distinct responses; bold when its interval excludes 0."""
     mark = "**" if v["lo"] > 0 or v["hi"] < 0 else ""
     if unit == "nats":
         return f"{mark}{v['estimate']:+.3f} [{v['lo']:+.3f}, {v['hi']:+.3f}]{mark} nats"
+    if unit == "responses":
+        return f"{mark}{v['estimate']:+.1f} [{v['lo']:+.1f}, {v['hi']:+.1f}]{mark} distinct correct responses"
     text = f"{mark}{100 * v['estimate']:+.1f} [{100 * v['lo']:+.1f}, {100 * v['hi']:+.1f}]{mark}"
     return f"{text} {unit}" if unit else text
 
@@ -191,7 +193,7 @@ def verdicts(runs: dict, stats: dict) -> list[dict]:
 
         def add(claim, evidence, want, regime=regime, unit="points", seeds=seeds):
             # an interval over seeds alone needs more than one seed
-            judged = verdict(evidence, want) if unit == "points" or seeds > 1 else "cannot tell at this size"
+            judged = verdict(evidence, want) if unit != "nats" or seeds > 1 else "cannot tell at this size"
             out.append(
                 {"regime": regime, "claim": claim, "interval": evidence, "unit": unit, "verdict": judged}
             )
@@ -204,6 +206,13 @@ def verdicts(runs: dict, stats: dict) -> list[dict]:
         if "w_reinforce" in s:
             add(f"W-REINFORCE's pass@{n} is above PSR's", method_diff(r["w_reinforce"], r["psr"], n), "up")
             add("W-REINFORCE's pass@1 is above NSR's", method_diff(r["w_reinforce"], r["nsr"], 1), "up")
+        distinct = [[x["distinct"] for x in r[m].values()] for m in ("nsr", "psr")]
+        add(
+            "NSR keeps more distinct correct responses per problem than PSR",
+            vars(mean_diff_ci(*distinct, **BOOT)),
+            "up",
+            unit="responses",
+        )
         entropy = _entropy_diff(r["nsr"], r["psr"])
         if entropy is not None:
             add(
@@ -279,6 +288,9 @@ def write_report(out: Path, cfg: dict, jobs: list[dict], *, wall_s: float | None
             k: v for k, v in json.loads((out / "selection.json").read_text()).items() if k != "counts"
         },
         "pilot": json.loads(pilot.read_text()) if pilot.exists() else None,
+        "pilot_controls": {
+            p.stem[len("pilot_") :]: json.loads(p.read_text()) for p in sorted(out.glob("pilot_*.json"))
+        },
         "missing_runs": sorted(f"{r} {m} seed {s}" for r, m, s in expected - finished),
         "stats": _jsonable(stats),
         "verdicts": claims,
@@ -322,7 +334,8 @@ def write_pilot(out: Path, cfg: dict, jobs: list[dict], *, wall_s: float) -> dic
             if value is not None:
                 grid.append({"lr": job["lr"], "steps": step, "pass@1": value, "gain": value - base})
     grid = sorted({(g["steps"], g["lr"]): g for g in grid}.values(), key=lambda g: (g["steps"], g["lr"]))
-    chosen = next((g for g in grid if g["gain"] >= cfg["pilot"]["target"]), None)
+    budget = cfg["pilot_method"] == "psr"  # another method's pilot is a control: no budget chosen
+    chosen = next((g for g in grid if g["gain"] >= cfg["pilot"]["target"]), None) if budget else None
     result = {
         "base_pass@1": base,
         "grid": grid,
@@ -330,7 +343,9 @@ def write_pilot(out: Path, cfg: dict, jobs: list[dict], *, wall_s: float) -> dic
         "chosen": chosen,
         "wall_s": wall_s,
     }
-    (out / "pilot.json").write_text(json.dumps(result, indent=1))
+    result["method"] = cfg["pilot_method"]
+    name = "pilot.json" if budget else f"pilot_{cfg['pilot_method']}.json"
+    (out / name).write_text(json.dumps(result, indent=1))
     for g in grid:
         print(
             f"lr {g['lr']:g} steps {g['steps']}: pass@1 {g['pass@1']:.3f} (gain {100 * g['gain']:+.1f} points)"

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from nsr_lightning.metrics import pass_at_k
-from nsr_lightning.metrics.bootstrap import crossover_k_ci, pass_at_k_ci, pass_at_k_diff_ci
+from nsr_lightning.metrics.bootstrap import crossover_k_ci, mean_diff_ci, pass_at_k_ci, pass_at_k_diff_ci
 
 
 def test_no_variation_gives_a_zero_width_interval():
@@ -82,3 +82,13 @@ def test_crossover_interval_spans_an_undecided_case():
     cross = crossover_k_ci(method, 8, base, 8, ks=[1, 2, 4, 8])
     assert cross.k == 2  # the estimate: k = 1 ties (not below), k = 2 is below
     assert cross.lo == 1 and cross.hi == 2
+
+
+def test_mean_difference_of_any_value_is_paired_over_problems():
+    """Distinct counts 3 above the base's on every problem: the difference is 3 with an interval
+    of width 0 whatever the problems drawn; one seed of a method 6 above, one 0: [0, 6]."""
+    base = [[1, 4, 7, 2]]
+    same_shift = mean_diff_ci([[4, 7, 10, 5], [4, 7, 10, 5]], base)
+    assert (same_shift.estimate, same_shift.lo, same_shift.hi) == (3.0, 3.0, 3.0)
+    seeds = mean_diff_ci([[7, 10, 13, 8], [1, 4, 7, 2]], base)
+    assert seeds.estimate == 3.0 and seeds.lo == 0.0 and seeds.hi == 6.0

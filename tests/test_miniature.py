@@ -111,3 +111,14 @@ def test_quick_run_end_to_end(tmp_path):
     again = tmp_path / "again"
     again.mkdir()
     assert sel.write_sets(again, "csv", miniature.QUICK_SELECT)["final"] == sets["final"]
+
+
+def test_pilot_jobs_train_the_asked_method_on_the_pilot_set(tmp_path):
+    cfg = miniature.parse(["--out", str(tmp_path), "--pilot"])
+    jobs = miniature.pilot_jobs(cfg)
+    assert [j["method"] for j in jobs] == ["pilot_base", "pilot_psr_lr2e-05", "pilot_psr_lr5e-05"]
+    assert all(j.get("set") == "pilot" and j["seed"] != sel.SELECT_SEED for j in jobs)
+    control = miniature.parse(
+        ["--out", str(tmp_path), "--pilot", "--pilot-method", "nsr", "--pilot-lrs", "1e-5"]
+    )
+    assert [j["method"] for j in miniature.pilot_jobs(control)] == ["pilot_base", "pilot_nsr_lr1e-05"]

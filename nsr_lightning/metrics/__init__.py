@@ -2,6 +2,7 @@ from nsr_lightning.metrics.bootstrap import (
     Crossover,
     Interval,
     crossover_k_ci,
+    mean_diff_ci,
     pass_at_k_ci,
     pass_at_k_diff_ci,
 )
@@ -12,6 +13,7 @@ __all__ = [
     "Crossover",
     "Interval",
     "crossover_k_ci",
+    "mean_diff_ci",
     "RatioMetric",
     "group_outcomes",
     "ks_for",

@@ -70,11 +70,10 @@ def pass_at_k_ci(
     return {k: _interval(t.mean(), _mean(t, seeds, problems), level) for k, t in tables.items()}
 
 
-def _diff_replicates(correct, n: int, base, base_n: int, ks: list[int], n_boot: int, seed: int):
-    """(estimates (K,), replicates (n_boot, K)) of method minus base pass@k, one resampling of
-    problems and of each side's rows shared by every k."""
+def _paired_replicates(tables: list[tuple[np.ndarray, np.ndarray]], n_boot: int, seed: int):
+    """(estimates (K,), replicates (n_boot, K)) of mean(method) - mean(base) for K pairs of
+    (S, P) and (B, P) tables, one resampling of problems and of each side's rows shared by all."""
     rng = np.random.default_rng(seed)
-    tables = [(_table(correct, n, k), _table(base, base_n, k)) for k in ks]
     method, reference = tables[0]
     if method.shape[1] != reference.shape[1]:
         raise ValueError(
@@ -85,6 +84,23 @@ def _diff_replicates(correct, n: int, base, base_n: int, ks: list[int], n_boot: 
     estimates = np.array([m.mean() - b.mean() for m, b in tables])
     reps = np.stack([_mean(m, seeds, problems) - _mean(b, base_rows, problems) for m, b in tables], axis=1)
     return estimates, reps
+
+
+def _diff_replicates(correct, n: int, base, base_n: int, ks: list[int], n_boot: int, seed: int):
+    """`_paired_replicates` of method minus base pass@k, for each k of `ks`."""
+    return _paired_replicates([(_table(correct, n, k), _table(base, base_n, k)) for k in ks], n_boot, seed)
+
+
+def mean_diff_ci(values, base, *, level: float = 0.95, n_boot: int = 2000, seed: int = 0) -> Interval:
+    """Mean of any per-(seed, problem) value (e.g. distinct correct responses) minus the base's,
+    on the same problems, with the paired bootstrap interval of `pass_at_k_diff_ci`."""
+
+    def rows(x) -> np.ndarray:
+        a = np.asarray(x, dtype=np.float64)
+        return a[None, :] if a.ndim == 1 else a
+
+    estimates, reps = _paired_replicates([(rows(values), rows(base))], n_boot, seed)
+    return _interval(estimates[0], reps[:, 0], level)
 
 
 def pass_at_k_diff_ci(
