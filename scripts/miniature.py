@@ -288,6 +288,8 @@ def parse(argv: list[str] | None = None) -> dict:
 
 
 def main(argv: list[str] | None = None) -> int:
+    from miniature_report import write_pilot, write_report  # now: the report's code is the run's code
+
     cfg = parse(argv)
     out = Path(cfg["out"])
     out.mkdir(parents=True, exist_ok=True)
@@ -300,8 +302,6 @@ def main(argv: list[str] | None = None) -> int:
     )
     failed = run_pool(cfg, jobs)
     wall = time.perf_counter() - t0
-    from miniature_report import write_pilot, write_report
-
     if cfg["pilot_mode"]:
         write_pilot(out, cfg, jobs, wall_s=wall)
     else:
