@@ -359,6 +359,9 @@ if __name__ == "__main__":
 
     parser = argparse.ArgumentParser(description="re-write the report of a scripts/miniature.py folder")
     parser.add_argument("folder")
+    parser.add_argument(
+        "--wall-s", type=float, default=None, help="the run's wall time, when its own report was not written"
+    )
     args, options = parser.parse_known_args()
     folder = Path(args.folder)
     sys.path.insert(0, str(Path(__file__).parent))
@@ -366,6 +369,5 @@ if __name__ == "__main__":
 
     saved = json.loads((folder / "results.json").read_text()) if (folder / "results.json").exists() else {}
     cfg = parse(["--out", str(folder), *options])
-    write_report(
-        folder, cfg, plan(cfg), wall_s=saved.get("wall_s"), machine=saved.get("machine") or machine()
-    )
+    wall = args.wall_s if args.wall_s is not None else saved.get("wall_s")
+    write_report(folder, cfg, plan(cfg), wall_s=wall, machine=saved.get("machine") or machine())
