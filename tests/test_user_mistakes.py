@@ -39,7 +39,9 @@ def test_a_home_relative_run_dir_is_expanded(tmp_path, capsys, monkeypatch):
 
 def test_ctrl_c_on_evaluate_prints_the_resume_command_and_no_traceback(tmp_path):
     run = tmp_path / "run"
-    args = ["evaluate", "n=4", "chunk_size=1", "data.synthetic_problems=64", f"run_dir={run}"]
+    # long enough (256 one-problem chunks of 16 samples, about 10 s) that the signal lands mid-run
+    # even when a loaded machine lets this test poll late
+    args = ["evaluate", "n=16", "chunk_size=1", "data.synthetic_problems=256", f"run_dir={run}"]
     proc = subprocess.Popen(
         [sys.executable, "-m", "nsr_lightning", *args],
         stdout=subprocess.PIPE,
@@ -51,6 +53,7 @@ def test_ctrl_c_on_evaluate_prints_the_resume_command_and_no_traceback(tmp_path)
         if (results.exists() and results.stat().st_size) or proc.poll() is not None:
             break
         time.sleep(0.1)
+    assert proc.poll() is None, "the evaluation ended before the signal: make it longer"
     proc.send_signal(signal.SIGINT)
     out, err = proc.communicate(timeout=120)
     assert proc.returncode == 130, err[-3000:]
