@@ -8,7 +8,7 @@ from __future__ import annotations
 from nsr_lightning.config_rules import BY_KEY, CROSS, RULES, check_values
 from nsr_lightning.errors import ConfigError, UserError
 
-# groups whose every key has a rule above: any other key in them is a typo (+algo.lrr=...)
+# groups whose every key has a rule in config_rules.RULES: any other key in them is a typo (+algo.lrr=...)
 CLOSED = ("algo", "checkpoint", "fsdp", "rollout.sampling", "sampling")
 
 

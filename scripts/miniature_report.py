@@ -15,8 +15,6 @@ import statistics
 import sys
 from pathlib import Path
 
-import numpy as np
-
 from nsr_lightning.metrics import crossover_k_ci, ks_for, mean_diff_ci, pass_at_k_ci, pass_at_k_diff_ci
 
 LABELS = {
@@ -225,16 +223,13 @@ def verdicts(runs: dict, stats: dict) -> list[dict]:
 
 
 def _entropy_diff(a: dict, b: dict) -> dict | None:
-    """Mean final training entropy of a minus b, with a bootstrap interval over seeds (few seeds:
-    wide)."""
+    """Mean final training entropy of a minus b, with the bootstrap interval over seeds (one
+    value per seed: a table of one column; few seeds, so wide)."""
     ea = [_tail_mean(x["train"].get("rollout/entropy", []), False) for x in a.values()]
     eb = [_tail_mean(x["train"].get("rollout/entropy", []), False) for x in b.values()]
     if None in ea or None in eb or not ea or not eb:
         return None
-    rng = np.random.default_rng(0)
-    reps = [rng.choice(ea, len(ea)).mean() - rng.choice(eb, len(eb)).mean() for _ in range(2000)]
-    lo, hi = np.quantile(reps, [0.025, 0.975])
-    return {"estimate": float(np.mean(ea) - np.mean(eb)), "lo": float(lo), "hi": float(hi)}
+    return vars(mean_diff_ci([[e] for e in ea], [[e] for e in eb], **BOOT))
 
 
 def frontier(runs: dict, sweep_extra, regime: str) -> dict:
@@ -243,8 +238,10 @@ def frontier(runs: dict, sweep_extra, regime: str) -> dict:
     points = {}
     for lam, method in sorted(sources.items()):
         if method in runs.get(regime, {}):
-            s = method_stats(runs[regime][method], None)
-            points[lam] = {"run": method, "pass@1": s["pass@k"][1], f"pass@{s['n']}": s["pass@k"][s["n"]]}
+            by_seed = runs[regime][method]
+            n = next(iter(by_seed.values()))["n"]
+            ci = pass_at_k_ci([r["c"] for r in by_seed.values()], n, [1, n], **BOOT)
+            points[lam] = {"run": method, "pass@1": vars(ci[1]), f"pass@{n}": vars(ci[n])}
     return points
 
 
