@@ -39,14 +39,15 @@ def test_a_home_relative_run_dir_is_expanded(tmp_path, capsys, monkeypatch):
 
 def test_ctrl_c_on_evaluate_prints_the_resume_command_and_no_traceback(tmp_path):
     run = tmp_path / "run"
-    # long enough (256 one-problem chunks of 16 samples, about 10 s) that the signal lands mid-run
-    # even when a loaded machine lets this test poll late
-    args = ["evaluate", "n=16", "chunk_size=1", "data.synthetic_problems=256", f"run_dir={run}"]
+    args = ["evaluate", "n=4", "chunk_size=1", "data.synthetic_problems=64", f"run_dir={run}"]
     proc = subprocess.Popen(
         [sys.executable, "-m", "nsr_lightning", *args],
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,
+        # as from a terminal: a test run started in the background (`cmd &` in a script) ignores
+        # SIGINT, the child would inherit that and Python would then never raise KeyboardInterrupt
+        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
     )
     results = run / "synthetic" / "results.jsonl"
     for _ in range(1200):  # until the first problems are done
