@@ -1,7 +1,8 @@
 """Per-token log-probabilities and entropy of response tokens, computed cheaply.
 
-Only the response positions get logits (`logits_to_keep`), and the float32 log-softmax runs in
-chunks of rows, so no full (batch x length x vocabulary) float32 tensor is ever formed. With
+Only the response positions get logits (`logits_to_keep`), and the log-probabilities and entropy
+come from them in one pass that runs its float32 log-softmax in chunks of rows and writes its own
+backward (`token_logprobs.py`), so no logits-sized tensor is formed beyond what that needs. With
 `share_prompts`, the n responses to one prompt share one forward pass of that prompt. Columns
 that are padding in every row are cut off first (`RolloutBatch.trimmed`): the outputs keep the
 batch's full response width, with zeros there.
@@ -14,6 +15,7 @@ from torch import Tensor, nn
 
 from nsr_lightning.rollout.batch import RolloutBatch, position_ids
 from nsr_lightning.rollout.decode import keeps_last_logits, require_row_ops
+from nsr_lightning.token_logprobs import token_logprobs
 
 
 def response_logprobs(
@@ -44,26 +46,34 @@ def response_logprobs(
     temperature = batch.logprob_temperature
     width = batch.response_ids.shape[1]
     batch = batch.trimmed()
-    logits = _shared_prompt_logits(model, batch) if share_prompts else _row_logits(model, batch)  # (N, R, V)
+    targets = batch.response_ids  # (N, R)
+    kwargs = {"temperature": temperature, "chunk_size": chunk_size, "with_entropy": with_entropy}
+    # (logits, the response columns they predict): no slice or cat of a logits-sized tensor
+    if share_prompts:
+        first, rest = _shared_prompt_logits(model, batch)  # (N, 1, V), (N, R, V)
+        pieces = [(first, slice(0, 1)), (rest, slice(1, None))]
+    else:
+        pieces = [(_row_logits(model, batch), slice(0, None))]  # (N, R + 1, V)
     logps, ents = [], []
-    for start in range(0, logits.shape[0], chunk_size):
-        lg = logits[start : start + chunk_size].float()  # (c, R, V)
-        if temperature != 1.0:
-            lg = lg / temperature
-        logp_all = torch.log_softmax(lg, dim=-1)
-        targets = batch.response_ids[start : start + chunk_size].unsqueeze(-1)  # (c, R, 1)
-        logps.append(logp_all.gather(-1, targets).squeeze(-1))
+    for logits, cols in pieces:
+        # position t of `logits` predicts column cols.start + t; the positions past the last
+        # column (the final one of each piece) get target 0 and are dropped from the (N, L) outputs
+        want = targets[:, cols]
+        tgt = torch.nn.functional.pad(want, (0, logits.shape[1] - want.shape[1]))
+        lp, ent = token_logprobs(logits, tgt, **kwargs)
+        logps.append(lp[:, : want.shape[1]])
         if with_entropy:
-            with torch.set_grad_enabled(entropy_grad and torch.is_grad_enabled()):
-                ents.append(-(logp_all.exp() * logp_all).sum(-1))
+            ent = ent[:, : want.shape[1]]
+            ents.append(ent if entropy_grad and torch.is_grad_enabled() else ent.detach())
     mask = batch.response_mask.to(torch.float32)
-    logprobs = _widen(torch.cat(logps) * mask, width)
-    entropy = _widen(torch.cat(ents) * mask, width) if with_entropy else None
+    logprobs = _widen(torch.cat(logps, dim=1) * mask, width)
+    entropy = _widen(torch.cat(ents, dim=1) * mask, width) if with_entropy else None
     return logprobs, entropy
 
 
 def _row_logits(model: nn.Module, batch: RolloutBatch) -> Tensor:
-    """(N, R, V) logits predicting each response token: one forward over prompt + response rows."""
+    """(N, R + 1, V) logits: position t predicts response token t (the last predicts nothing),
+    from one forward over prompt + response rows."""
     attn = batch.attention_mask  # (N, P + R)
     resp_len = batch.response_ids.shape[1]
     out = model(
@@ -73,16 +83,17 @@ def _row_logits(model: nn.Module, batch: RolloutBatch) -> Tensor:
         use_cache=False,
         logits_to_keep=resp_len + 1,
     )
-    return out.logits[:, :-1]  # position t predicts response token t
+    return out.logits
 
 
-def _shared_prompt_logits(model: nn.Module, batch: RolloutBatch) -> Tensor:
-    """(N, R, V) logits predicting each response token, each distinct prompt run once.
+def _shared_prompt_logits(model: nn.Module, batch: RolloutBatch) -> tuple[Tensor, Tensor]:
+    """Logits predicting each response token, each distinct prompt run once: (N, 1, V) for
+    response token 0 and (N, R, V) whose position t predicts token t + 1 (the last predicts nothing).
 
     Forward 1: the u distinct (left-padded) prompts, keeping their KV cache and the last
     position's logits (which predict response token 0). The cache's rows are then gathered to the
     N rows (an index, so gradients flow back into the shared prompt). Forward 2: the responses
-    alone, attending to their prompt's cache; position t predicts response token t + 1.
+    alone, attending to their prompt's cache.
     """
     keys = torch.cat([batch.prompt_ids, batch.prompt_mask], dim=1)  # equal rows: the same prompt
     unique, row_of = torch.unique(keys, dim=0, return_inverse=True)  # (u, 2P), (N,)
@@ -111,7 +122,7 @@ def _shared_prompt_logits(model: nn.Module, batch: RolloutBatch) -> Tensor:
         use_cache=True,
     )
     last = first.logits[:, -1:].repeat_interleave(repeats, dim=0)[slots]  # (N, 1, V)
-    return torch.cat([last, second.logits[:, :-1]], dim=1)
+    return last, second.logits
 
 
 def _spread(row_of: Tensor, u: int) -> tuple[int, Tensor]:

@@ -151,9 +151,11 @@ def build_batch(
     sampled token, rows like `responses`, zeroed outside the mask. Texts: the counted tokens,
     decoded without special tokens. `temperature`: the one the responses were sampled at.
     """
-    prompt_rows = [torch.tensor(p, dtype=torch.long) for p in prompts for _ in range(n)]
-    prompt_ids = pad_stack(prompt_rows, pad_id, left=True)  # (N, P)
-    prompt_mask = pad_stack([torch.ones_like(p) for p in prompt_rows], 0, left=True)  # (N, P)
+    prompt_rows = [torch.tensor(p, dtype=torch.long) for p in prompts]
+    prompt_ids = pad_stack(prompt_rows, pad_id, left=True).repeat_interleave(n, dim=0)  # (N, P)
+    prompt_mask = pad_stack([torch.ones_like(p) for p in prompt_rows], 0, left=True).repeat_interleave(
+        n, dim=0
+    )
     response_ids = pad_stack(responses, pad_id, left=False)  # (N, R)
     if lengths is None:
         response_mask, truncated = response_mask_from_ids(response_ids, list(eos_ids))
@@ -166,10 +168,9 @@ def build_batch(
     response_ids = response_ids.masked_fill(response_mask == 0, pad_id)
     if sampler_logprobs is not None:
         sampler_logprobs = pad_stack(sampler_logprobs, 0, left=False).to(torch.float32) * response_mask
-    texts = tokenizer.batch_decode(
-        [r[m.bool()].tolist() for r, m in zip(response_ids, response_mask, strict=True)],
-        skip_special_tokens=True,
-    )
+    # the mask is a prefix of each row: one read of the ids and of the lengths, no per-row work
+    counted = zip(response_ids.tolist(), response_mask.sum(1).tolist(), strict=True)
+    texts = tokenizer.batch_decode([row[:length] for row, length in counted], skip_special_tokens=True)
     return RolloutBatch(
         prompt_ids=prompt_ids,
         prompt_mask=prompt_mask,

@@ -21,6 +21,13 @@ from torch import Tensor, nn
 
 from nsr_lightning.rollout.batch import SamplingConfig, position_ids
 
+try:
+    from transformers import __version__ as _transformers_version
+
+    _TRANSFORMERS_MAJOR = int(_transformers_version.split(".")[0])
+except (ImportError, ValueError):  # pragma: no cover
+    _TRANSFORMERS_MAJOR = 0
+
 COMPACT_SHARE = 0.125  # drop finished rows once they are this share of the rows still decoded
 
 
@@ -73,6 +80,28 @@ def _accepts_logits_to_keep(cls: type) -> bool:
         return False
 
 
+def _step_mask(model: nn.Module):
+    """attn (b, kv) -> the attention mask of one decode step (a query of one token).
+
+    transformers builds the 4-D mask of a 2-D one itself, and for one query it first asks whether
+    any position is padding (`padding_mask.all()`): a host read per decoded token, on top of the
+    loop's own. Given the 4-D mask it would build, (b, 1, 1, kv) (bool for SDPA, additive float for
+    eager attention), it uses it as it is (transformers >= 5; older versions and other attention
+    kernels get the 2-D mask)."""
+    config = getattr(model, "config", None)
+    kind = getattr(config, "_attn_implementation", None)
+    if _TRANSFORMERS_MAJOR < 5 or kind not in ("sdpa", "eager"):
+        return lambda attn: attn
+    if kind == "sdpa":
+        return lambda attn: attn.bool()[:, None, None, :]
+    dtype = next(model.parameters()).dtype
+
+    def additive(attn: Tensor) -> Tensor:
+        return (1.0 - attn[:, None, None, :].to(dtype)) * torch.finfo(dtype).min
+
+    return additive
+
+
 @torch.no_grad()
 def sample_responses(
     model: nn.Module,
@@ -93,6 +122,7 @@ def sample_responses(
     UnsupportedCache (before drawing any random number) for a cache without batch reordering.
     """
     extra = keeps_last_logits(model)
+    step_mask = _step_mask(model)
     stops = torch.as_tensor(list(stop_ids), dtype=torch.long, device=input_ids.device)
     out = model(
         input_ids=input_ids,
@@ -121,14 +151,16 @@ def sample_responses(
         if n_alive == 0 or t + 1 == sampling.max_new_tokens:
             break
         if len(alive) - n_alive >= max(1, COMPACT_SHARE * len(alive)):  # drop finished rows
-            keep = alive.nonzero().squeeze(-1)
+            keep = torch.argsort((~alive).to(torch.uint8), stable=True)[
+                :n_alive
+            ]  # no host read: n_alive is known
             cache.batch_select_indices(keep)
             rows, tok, attn, next_pos = rows[keep], tok[keep], attn[keep], next_pos[keep]
             alive = alive[keep]
         attn = torch.cat([attn, attn.new_ones(len(attn), 1)], dim=-1)
         out = model(
             input_ids=tok.unsqueeze(-1),
-            attention_mask=attn,
+            attention_mask=step_mask(attn),
             position_ids=next_pos.unsqueeze(-1),
             past_key_values=cache,
             use_cache=True,
