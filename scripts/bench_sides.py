@@ -11,7 +11,8 @@
 - `passk`: pass@k evaluation throughput (n samples per held-out problem), through the
   product's `evaluate_dataset`.
 
-Each writes a JSON of per-step records to `--result`.
+Each writes a JSON of per-step records to `--result` (and, with --counts or --profile, the
+per-phase probe of `bench_probe.py`).
 """
 
 from __future__ import annotations
@@ -21,7 +22,9 @@ import resource
 import tempfile
 import time
 
+import bench_probe
 import torch
+from bench_probe import instrument_ours, phase
 
 PERF = ("sync", "generate", "reward", "old_logprob", "ref", "value", "entropy", "update", "train")
 
@@ -98,6 +101,7 @@ def run_ours(a) -> dict:
     with tempfile.TemporaryDirectory() as run_dir:
         trainer, module, datamodule = build_fit(compose("fit", overrides(a, run_dir)))
         trainer.callbacks.append(Timer())
+        instrument_ours(trainer, module)  # --counts / --profile: the phases, probed
         trainer.fit(module, datamodule=datamodule)
     return {"records": records[a.warmup :], "prompts": prompts, **peak_memory_mb(a.device)}
 
@@ -235,7 +239,7 @@ def run_raw(a) -> dict:
         model.eval()
         seed = stream_seed(a.seed, Stream.ROLLOUT, 0, step)  # our engine's seed: the same samples
         t0 = clock(a.device)
-        with torch.no_grad():
+        with torch.no_grad(), phase("generate", step):
             torch.manual_seed(seed)
             resp = sample_responses(
                 model, ids, attn, n=a.n, sampling=sampling, stop_ids=stops, pad_id=pad
@@ -250,13 +254,18 @@ def run_raw(a) -> dict:
             texts=[""] * len(resp),
         )  # fmt: skip
         adv = torch.randn(len(rollout), 1, device=a.device)
-        order = torch.argsort(rollout.attention_mask.sum(1).cpu(), stable=True)  # similar lengths together
-        for part in order.split(micro(a)):  # gradient accumulation; each micro-batch cut to its own width
-            logp, _ = response_logprobs(model, rollout.select(part), with_entropy=False, share_prompts=True)
-            loss = -(adv[part] * logp).sum() / mask.sum()
-            loss.backward()
-        opt.step()
-        opt.zero_grad(set_to_none=True)
+        with phase("update", step):
+            order = torch.argsort(
+                rollout.attention_mask.sum(1).cpu(), stable=True
+            )  # similar lengths together
+            for part in order.split(micro(a)):  # gradient accumulation; each micro-batch at its own width
+                logp, _ = response_logprobs(
+                    model, rollout.select(part), with_entropy=False, share_prompts=True
+                )
+                loss = -(adv[part] * logp).sum() / mask.sum()
+                loss.backward()
+            opt.step()
+            opt.zero_grad(set_to_none=True)
         t2 = clock(a.device)
         model.eval()  # the reference, timed last so it cannot disturb the timed phases of the step:
         with torch.no_grad():  # transformers' generate on the same prompts and seed (updated weights)
@@ -313,6 +322,9 @@ SIDES = {"ours": run_ours, "trl": run_trl, "raw": run_raw, "passk": run_passk}
 
 def main(a) -> None:
     torch.set_num_threads(a.threads) if a.threads else None
+    bench_probe.start(a)
     result = SIDES[a.worker](a)
+    if bench_probe.PROBE is not None:
+        result[bench_probe.PROBE.kind] = bench_probe.PROBE.result()
     with open(a.result, "w") as f:
         json.dump(result, f)

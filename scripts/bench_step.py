@@ -22,6 +22,13 @@ Step time = wall time between the ends of consecutive steps (everything included
 callbacks, logging), after `--warmup` steps. Each side runs in its own process (its own peak
 memory), the sides alternate within each of `--rounds` rounds (in a rotating order), and the
 medians are over all measured steps of all rounds. Prints a table and writes JSON (`--out`).
+
+`--counts`: ours and raw side by side per phase (generate, update, ours' log): aten operations,
+host synchronisations, FLOPs, full-vocabulary float32 tensors (count and bytes), per measured
+step, on any device (`nsr_lightning.op_counts`). `--profile`: per side and phase, torch.profiler's
+kernel launches, cudaMalloc / cudaFree, synchronisations, memcpy both ways, GPU busy vs wall time,
+allocator retries and peak (on a CPU: wall time and CPU operators). Both: see scripts/bench_probe.py;
+their timings are not the step's (the probes slow it), and they need only ours and raw.
 """
 
 from __future__ import annotations
@@ -37,6 +44,7 @@ import tempfile
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).parent))
+import bench_probe  # noqa: E402
 import bench_sides  # noqa: E402
 
 # Real models' shapes (from their config.json), built with random weights: nothing is downloaded.
@@ -84,6 +92,13 @@ def parse(argv=None):
     p.add_argument("--threads", type=int, default=1, help="torch threads per side (0: torch's default)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--out", default=None, help="write the results as JSON here")
+    probe = p.add_mutually_exclusive_group()
+    probe.add_argument(
+        "--counts", action="store_true", help="per-phase op / sync / FLOP / vocab-tensor counts"
+    )
+    probe.add_argument(
+        "--profile", action="store_true", help="per-phase torch.profiler summary (CUDA on a GPU)"
+    )
     p.add_argument("--worker", choices=sorted(bench_sides.SIDES), help=argparse.SUPPRESS)
     p.add_argument("--model-path", default=None, help=argparse.SUPPRESS)
     p.add_argument("--result", default=None, help=argparse.SUPPRESS)
@@ -220,6 +235,9 @@ def main() -> None:
     if a.worker:
         return bench_sides.main(a)
     sides = [x for x in a.sides.split(",") if x]
+    if (a.counts or a.profile) and "trl" in sides:
+        print("--counts / --profile probe ours and raw: skipping the TRL side", file=sys.stderr)
+        sides.remove("trl")
     if "trl" in sides:
         try:
             import trl  # noqa: F401
@@ -243,6 +261,9 @@ def main() -> None:
                 runs[side].append(run_side(a, side, folder))
                 print(f"round {r + 1}/{a.rounds} {side}: done", file=sys.stderr, flush=True)
         summary = summarise(runs)
+        for kind in ("counts", "profile"):
+            if getattr(a, kind):
+                summary[kind] = bench_probe.summarise(runs, kind)
         if a.passk_problems:
             summary["passk"] = run_side(a, "passk", folder)
     import torch
@@ -256,6 +277,10 @@ def main() -> None:
     }  # fmt: skip
     summary["raw_runs"] = runs
     print(table(summary))
+    for kind in ("counts", "profile"):
+        if kind in summary:
+            print(f"\n{kind} per measured step (timings above include the probe's cost):")
+            print(bench_probe.table(summary[kind], kind))
     if a.out:
         Path(a.out).write_text(json.dumps(summary, indent=1))
         print(f"wrote {a.out}")
