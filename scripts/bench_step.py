@@ -41,6 +41,7 @@ import statistics
 import subprocess
 import sys
 import tempfile
+import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).parent))
@@ -75,6 +76,7 @@ def parse(argv=None):
     p.add_argument("--steps", type=int, default=4, help="measured steps per side per round")
     p.add_argument("--warmup", type=int, default=2, help="unmeasured steps at the start of each run")
     p.add_argument("--rounds", type=int, default=3)
+    p.add_argument("--time-limit", type=float, default=0, help="start no round that would end past it (s)")
     p.add_argument("--sides", default="ours,trl,raw", help="comma list of ours, trl, raw")
     p.add_argument("--passk-n", type=int, default=256)
     p.add_argument("--passk-problems", type=int, default=4, help="0: skip the pass@k measurement")
@@ -256,11 +258,15 @@ def main() -> None:
 
             a.model_path = str(TINY_MODEL)
         runs: dict[str, list[dict]] = {s: [] for s in sides}
+        start = time.time()
         for r in range(a.rounds):
+            begun = time.time()
             for side in sides[r % len(sides) :] + sides[: r % len(sides)]:  # rotate the order
                 runs[side].append(run_side(a, side, folder))
                 print(f"round {r + 1}/{a.rounds} {side}: done", file=sys.stderr, flush=True)
-        summary = summarise(runs)
+            if a.time_limit and time.time() - start + (time.time() - begun) > a.time_limit:
+                break  # another round like this one would end past --time-limit
+        summary = summarise(runs) | {"rounds_done": len(next(iter(runs.values())))}
         for kind in ("counts", "profile"):
             if getattr(a, kind):
                 summary[kind] = bench_probe.summarise(runs, kind)
