@@ -7,7 +7,9 @@ raw: the lean decode loop), `update` (ours: `Update.run`, i.e. forward + backwar
 and the update's bookkeeping; raw: its forward + backward passes and the AdamW step) and, ours
 only, `log` (the module's `_log_stats`: the step's metrics handed to Lightning). The product is
 not edited: its objects' methods are wrapped (`instrument_ours`), the raw side's phases are
-`with phase(...)` blocks. A phase inside another phase is attributed to the outer one.
+`with phase(...)` blocks. A phase inside another phase is attributed to the outer one. TRL's
+side has one phase, `step` (its whole optimizer step, generation included), to hold against the
+sum of ours' phases.
 
 Every number is per measured step (the sum over `--steps` measured steps, divided by them).
 """
@@ -122,6 +124,23 @@ def instrument_ours(trainer, module) -> None:
         setattr(owner, method, _wrapped(name, getattr(owner, method), step))
 
 
+def instrument_trl(trainer) -> None:
+    """TRL's whole optimizer step (generation included) as the phase `step`."""
+    if PROBE is None:
+        return
+    from transformers import TrainerCallback
+
+    class Step(TrainerCallback):
+        def on_step_begin(self, args, state, control, **kw):
+            self.phase = phase("step", state.global_step)
+            self.phase.__enter__()
+
+        def on_step_end(self, args, state, control, **kw):
+            self.phase.__exit__(None, None, None)
+
+    trainer.add_callback(Step())
+
+
 def _wrapped(name: str, original, step: dict):
     def run(*args, **kwargs):
         with phase(name, step["now"]):
@@ -221,18 +240,39 @@ def summarise(runs: dict[str, list[dict]], kind: str) -> dict:
 
 
 def table(probed: dict, kind: str) -> str:
-    """A markdown table, phase by metric, ours | raw | ours / raw."""
+    """A markdown table, phase by metric: ours | raw (| TRL) | ours / raw (| ours / TRL). The `step`
+    row is the sum of the probed phases for ours and raw, TRL's whole optimizer step for TRL."""
     keys = COUNT_KEYS if kind == "counts" else PROFILE_KEYS
-    ours, raw = probed.get("ours", {}), probed.get("raw", {})
-    lines = [f"| phase | {kind} per step | ours | raw | ours / raw |", "|---|---|---:|---:|---:|"]
-    for ph in [p for p in ("generate", "update", "log") if p in ours or p in raw]:
+    sides = [side for side in ("ours", "raw", "trl") if side in probed]
+    data = {side: with_step(probed[side]) for side in sides}
+    head = " | ".join(["ours", "raw", *(["TRL"] if "trl" in sides else [])])
+    ratios = ["ours / raw", *(["ours / TRL"] if "trl" in sides else [])]
+    lines = [f"| phase | {kind} per step | {head} | {' | '.join(ratios)} |"]
+    lines.append("|---|---|" + "---:|" * (len(head.split(" | ")) + len(ratios)))
+    for ph in ("generate", "update", "log", "step"):
         for key in keys:
-            o, r = ours.get(ph, {}).get(key), raw.get(ph, {}).get(key)
-            if not o and not r:  # absent or zero on both sides (e.g. the CUDA keys on a CPU)
+            row = [data.get(side, {}).get(ph, {}).get(key) for side in ("ours", "raw", "trl")]
+            if not any(row):  # absent or zero everywhere (e.g. the CUDA keys on a CPU)
                 continue
-            ratio = f"{o / r:.3f}" if o is not None and r else ""
-            lines.append(f"| {ph} | {key} | {_fmt(o)} | {_fmt(r)} | {ratio} |")
+            o, r, t = row
+            cells = [_fmt(o), _fmt(r), *([_fmt(t)] if "trl" in sides else [])]
+            cells += [f"{o / r:.3f}" if o is not None and r else ""]
+            cells += [f"{o / t:.3f}" if o is not None and t else ""] if "trl" in sides else []
+            lines.append(f"| {ph} | {key} | " + " | ".join(cells) + " |")
     return "\n".join(lines)
+
+
+def with_step(phases: dict) -> dict:
+    """The phases and their sum as `step` (peaks: the largest), unless the side has a step."""
+    if "step" in phases or not phases:
+        return phases
+    step: dict = {}
+    for values in phases.values():
+        for key, value in values.items():
+            step[key] = max(step.get(key, 0), value) if key.startswith("peak") else step.get(key, 0) + value
+    if step.get("wall_s"):
+        step["gpu_busy_share"] = step["gpu_busy_s"] / step["wall_s"]
+    return {**phases, "step": step}
 
 
 def _fmt(v) -> str:

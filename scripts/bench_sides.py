@@ -24,7 +24,7 @@ import time
 
 import bench_probe
 import torch
-from bench_probe import instrument_ours, phase
+from bench_probe import instrument_ours, instrument_trl, phase
 
 PERF = ("sync", "generate", "reward", "old_logprob", "ref", "value", "entropy", "update", "train")
 
@@ -193,6 +193,7 @@ def run_trl(a) -> dict:
             model=model, reward_funcs=reward_fn, args=config, train_dataset=data, processing_class=tokenizer
         )
         trainer.add_callback(Timer())
+        instrument_trl(trainer)  # --counts / --profile: its whole step, probed
         trainer.train()
     return {"records": records[a.warmup :], **peak_memory_mb(a.device)}
 

@@ -28,7 +28,7 @@ host synchronisations, FLOPs, full-vocabulary float32 tensors (count and bytes),
 step, on any device (`nsr_lightning.op_counts`). `--profile`: per side and phase, torch.profiler's
 kernel launches, cudaMalloc / cudaFree, synchronisations, memcpy both ways, GPU busy vs wall time,
 allocator retries and peak (on a CPU: wall time and CPU operators). Both: see scripts/bench_probe.py;
-their timings are not the step's (the probes slow it), and they need only ours and raw.
+their timings are not the step's (the probes slow it); TRL's side is probed as one phase, its step.
 """
 
 from __future__ import annotations
@@ -238,9 +238,6 @@ def main() -> None:
     if a.worker:
         return bench_sides.main(a)
     sides = [x for x in a.sides.split(",") if x]
-    if (a.counts or a.profile) and "trl" in sides:
-        print("--counts / --profile probe ours and raw: skipping the TRL side", file=sys.stderr)
-        sides.remove("trl")
     if "trl" in sides:
         try:
             import trl  # noqa: F401

@@ -17,10 +17,11 @@ time is reported with the tail of its output, and the next one runs:
             (skipped without trl) and raw, 1 warm-up + 2 measured steps per side and round, up to 3
             rounds in a rotating order (as many as fit its limit): medians, min-max of the per-round
             medians, ours / TRL and the framework overhead per round.
-  profile   scripts/bench_step.py --profile on the 0.5B shape, ours and raw, per phase (generate,
-            update, ours' log): kernel launches, cudaMalloc / cudaFree, stream / device / event
-            synchronisations, memcpy HtoD / DtoH (count, bytes), GPU busy time (merged kernel
-            intervals) vs wall time, allocator retries and peak (scripts/bench_probe.py).
+  profile   scripts/bench_step.py --profile on the 0.5B shape, ours, raw and TRL, per phase
+            (generate, update, ours' log; `step`: the sum of the phases, TRL's whole step):
+            kernel launches, cudaMalloc / cudaFree, stream / device / event synchronisations,
+            memcpy HtoD / DtoH (count, bytes), GPU busy time (merged kernel intervals) vs wall
+            time, allocator retries and peak (scripts/bench_probe.py).
   vllm      the default fit with rollout=vllm for 3 steps, when vllm is installed (else skipped).
 
 Within the default budget the bench stages get one or two rounds on one H200 (not yet measured
@@ -181,15 +182,9 @@ def bench_stage(a, out: Path, limit: float, shape: str | None):
 
 def profile_stage(a, out: Path, limit: float):
     path = out / "profile.json"
-    cmd = [
-        PY,
-        str(HERE / "bench_step.py"),
-        *bench_args(a, "qwen2.5-0.5b"),
-        "--sides",
-        "ours,raw",
-        "--profile",
-    ]
-    cmd += ["--rounds", "1", "--passk-problems", "0", "--out", str(path)]
+    sides = "ours,raw" if a.quick or find_spec("trl") is None else "ours,trl,raw"
+    cmd = [PY, str(HERE / "bench_step.py"), *bench_args(a, "qwen2.5-0.5b"), "--profile"]
+    cmd += ["--sides", sides, "--rounds", "1", "--passk-problems", "0", "--out", str(path)]
     return cmd, lambda result, log: {"phases": json.loads(path.read_text())["profile"]}
 
 
