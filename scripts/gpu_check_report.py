@@ -92,6 +92,11 @@ def markdown(report: dict) -> str:
         "",
         head,
         "",
+        *(
+            ["`--quick`: no warm-up, one step, one round: its timings only show that the stages run.", ""]
+            if report["quick"]
+            else []
+        ),
         "| stage | status | wall s / limit | result |",
         "|---|---|---:|---|",
     ]
