@@ -4,6 +4,7 @@ a checkpoint of another objective, two runs in one run_dir, a finished run_dir r
 
 import json
 import os
+import shlex
 import shutil
 import signal
 import socket
@@ -20,6 +21,7 @@ from test_cli import run_cli
 from nsr_lightning.checkpoint import check_resumable, find_last
 from nsr_lightning.cli import main
 from nsr_lightning.errors import UserError
+from nsr_lightning.run_dir import hydra_quote
 
 TINY = ["trainer.max_steps=4", "data.batch_size=2", "rollout.n=4", "rollout.sampling.max_new_tokens=16"]
 TINY += ["algo.mini_batch_size=4", "callbacks=none", "trainer.enable_progress_bar=false"]
@@ -57,10 +59,57 @@ def test_a_stop_signal_saves_the_last_step_and_resume_is_exact(signum, whole, tm
     assert "Traceback" not in proc.stderr
     assert torch.load(find_last(run), weights_only=True)["global_step"] == 3
     assert not (run / "final_model").exists() and not (run / ".lock").exists()
-    hint = proc.stderr.split("to resume: python -m nsr_lightning ")[1].split()
-    assert hint[0] == "fit" and "ckpt_path=last" in hint and f"run_dir={run}" in hint
+    hint = shlex.split(proc.stderr.split("to resume: python -m nsr_lightning ")[1].splitlines()[0])
+    assert hint[0] == "fit" and "ckpt_path=last" in hint and f"run_dir='{run}'" in hint
     assert main(hint) == 0
     assert same(weights(run), weights(whole))
+
+
+ODD_RUN_DIRS = [
+    "my run ü 日本",
+    "a'b\"c",
+    "a=b,c [d] {e}",
+    "back\\slash\\",
+    "x\\'y",
+    "${oc.env:HOME}",
+    "$HOME `ls`;|&",
+]
+
+
+@pytest.mark.parametrize("name", ODD_RUN_DIRS)
+def test_the_resume_command_reads_back_as_the_same_run_dir(name, tmp_path):
+    """The printed command, split as a shell splits it, gives Hydra (and OmegaConf) back the run_dir
+    exactly: spaces, quotes, '=', ',', brackets, backslashes, `${...}` and non-ASCII letters."""
+    from nsr_lightning.cli import compose
+    from nsr_lightning.run_dir import resume_command
+
+    run_dir = str(tmp_path / name)
+    argv = shlex.split(resume_command("fit", ["trainer.max_steps=4", "+callbacks.x.y='a b'"], run_dir))
+    assert argv[:4] == ["python", "-m", "nsr_lightning", "fit"]
+    assert argv[4:6] == ["trainer.max_steps=4", "+callbacks.x.y='a b'"]  # the user's own, verbatim
+    assert compose("fit", [argv[4], *argv[6:]]).run_dir == run_dir
+
+
+def test_the_printed_resume_command_runs_in_a_shell_for_an_odd_run_dir(tmp_path):
+    """SIGTERM inside step 2 of a run whose run_dir has spaces, quotes, '=' and non-ASCII letters;
+    the printed command, run as is by bash, resumes it to a final model."""
+    run = tmp_path / "R" / "my run ü 日本 'q' a=b"
+    sig = ["+callbacks.sig._target_=helpers.signal_at.SignalAt", "+callbacks.sig.step=2"]
+    args = ["fit", *TINY, "checkpoint.every_n_steps=0", *sig, "run_dir=" + hydra_quote(str(run))]
+    proc = run_cli(args, env=ENV)
+    assert proc.returncode == 143, proc.stderr[-3000:]
+    hint = proc.stderr.split("to resume: ")[1].splitlines()[0]
+    path = os.pathsep.join([str(Path(sys.executable).parent), os.environ["PATH"]])  # `python` is ours
+    proc = subprocess.run(
+        ["bash", "-c", hint],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        env={**os.environ, **ENV, "PATH": path},
+    )
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert f"resuming from {run}" in proc.stdout
+    assert (run / "final_model" / "model.safetensors").is_file()
 
 
 def test_sigterm_on_every_ddp_rank_stops_them_together(tmp_path):
