@@ -127,19 +127,24 @@ def test_sigterm_on_every_ddp_rank_stops_them_together(tmp_path):
 
 
 def test_a_kill_during_the_final_pass_at_k_is_finished_by_the_resume(tmp_path):
-    """SIGKILL in on_train_end, after the last step's checkpoint and before the "after" pass@k:
-    the resumed run (training already done) still runs the pass@k and writes the final model."""
+    """The default callbacks and progress bar; SIGKILL inside the "after" pass@k, after the last
+    step's checkpoint: the same command with ckpt_path=last (training already done) runs the end
+    of the run, the progress bar's included, and writes the before / after table and the final model."""
     run = tmp_path / "run"
-    pass_at_k = ["+callbacks.pass_at_k._target_=nsr_lightning.callbacks.PassAtKCallback"]
-    pass_at_k += ["+callbacks.pass_at_k.n=2", "data.num_heldout_problems=2"]
-    args = [*TINY, "trainer.max_steps=2", "checkpoint.every_n_steps=1", f"run_dir={run}"]
-    die = ["+callbacks.die._target_=helpers.signal_at.KillAtTrainEnd"]
-    proc = run_cli(["fit", *args, *die, *pass_at_k], env=ENV)  # die's on_train_end runs first
+    args = [a for a in TINY if a.split("=")[0] not in ("callbacks", "trainer.enable_progress_bar")]
+    args += ["trainer.max_steps=2", "checkpoint.every_n_steps=1", f"run_dir={run}"]
+    args += ["callbacks.pass_at_k.n=2", "data.num_heldout_problems=2"]
+    die = ["+callbacks.die._target_=helpers.signal_at.KillInFinalPassAtK"]
+    proc = run_cli(["fit", *args, *die], env=ENV)
     assert proc.returncode == -signal.SIGKILL, proc.stderr[-3000:]
+    assert torch.load(find_last(run), weights_only=True)["global_step"] == 2
     assert not (run / "final_model").exists()
-    assert main(["fit", *args, *pass_at_k, "ckpt_path=last"]) == 0
+    proc = run_cli(["fit", *args, "ckpt_path=last"], env=ENV)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert "training was already done at step 2" in proc.stdout + proc.stderr
     (history,) = [json.loads(p.read_text()) for p in run.glob("csv/version_1/pass_at_k.json")]
     assert [h["tag"] for h in history] == ["before", "after"]
+    assert "\nafter         synthetic" in proc.stderr
     assert (run / "final_model" / "model.safetensors").is_file()
 
 
