@@ -2,6 +2,7 @@
 kill during the final pass@k, a resume past trainer.max_steps, a truncated newest checkpoint,
 a checkpoint of another objective, two runs in one run_dir, a finished run_dir re-used."""
 
+import hashlib
 import json
 import os
 import shlex
@@ -18,7 +19,7 @@ import torch
 from safetensors.torch import load_file
 from test_cli import run_cli
 
-from nsr_lightning.checkpoint import check_resumable, find_last
+from nsr_lightning.checkpoint import check_resumable, find_last, hash_path
 from nsr_lightning.cli import main
 from nsr_lightning.errors import UserError
 from nsr_lightning.run_dir import hydra_quote
@@ -159,6 +160,35 @@ def test_a_truncated_newest_checkpoint_falls_back_with_a_line(whole, tmp_path, c
     err = capsys.readouterr().err
     assert f"ckpt_path=last: skipping {newest}: its archive is not whole" in err
     assert "falling back to the newest intact one" in err
+    assert same(weights(run), weights(whole))  # step 4 trained again from step 3's checkpoint
+
+
+def test_a_newest_checkpoint_corrupted_in_place_falls_back_with_a_line(whole, tmp_path, capsys):
+    """1 KB in the middle of the step-4 checkpoint overwritten, its size kept (its zip archive still
+    reads): an explicit ckpt_path to it is refused in one line; ckpt_path=last skips it with one
+    line, resumes from step 3 and ends with the uninterrupted run's weights."""
+    run = tmp_path / "run"
+    shutil.copytree(whole, run)
+    shutil.rmtree(run / "final_model")
+    newest = find_last(run)
+    assert newest.name == "epoch=0-step=4.ckpt"
+    assert (
+        hash_path(newest).read_text() == f"{hashlib.sha256(newest.read_bytes()).hexdigest()}  {newest.name}\n"
+    )
+    data = bytearray(newest.read_bytes())
+    mid = len(data) // 2
+    data[mid : mid + 1024] = bytes(b ^ 0xFF for b in data[mid : mid + 1024])
+    newest.write_bytes(bytes(data))
+    assert newest.stat().st_size == len(data)
+    assert main(["fit", *TINY, f"ckpt_path={newest}", f"run_dir={run}"]) == 2
+    err = capsys.readouterr().err
+    assert (
+        err.count("\n") == 1 and f"ckpt_path: {newest} is not a whole checkpoint: its content does not" in err
+    )
+    assert main(["fit", *TINY, "checkpoint.every_n_steps=1", "ckpt_path=last", f"run_dir={run}"]) == 0
+    err = capsys.readouterr().err
+    (line,) = [x for x in err.splitlines() if "ckpt_path=last: skipping" in x]
+    assert f"skipping {newest}: its content does not match the sha256 saved with it" in line
     assert same(weights(run), weights(whole))  # step 4 trained again from step 3's checkpoint
 
 
