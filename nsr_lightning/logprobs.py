@@ -39,7 +39,7 @@ def response_logprobs(
 
     Both are those of softmax(logits / T) with T = `batch.logprob_temperature` (the sampling
     temperature; 1 for greedy batches), the distribution the responses were drawn from, as TRL
-    and verl compute them. top-k / top-p are not applied: see README, "Temperature".
+    and verl compute them. top-k / top-p are not applied: see docs/real-model.md, "Temperature".
 
     Returns (logprobs (N, R), entropy (N, R) or None), float32, zero where response_mask is 0.
     """

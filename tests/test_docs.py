@@ -4,6 +4,7 @@ CI's README table check on made-up logs; the output filters drop only their own 
 import importlib.util
 import logging
 import re
+import shlex
 import subprocess
 import warnings
 from pathlib import Path
@@ -73,6 +74,31 @@ def test_no_reference_to_files_or_issues_outside_the_repository():
         text = f.read_text(encoding="utf-8", errors="replace")
         assert missing_file not in text, f
         assert not own_issue.search(text), f"{f}: {own_issue.search(text).group(0)!r}"
+
+
+def _cli_commands(page: Path) -> list[list[str]]:
+    """The arguments of every `python -m nsr_lightning ...` line in the page's bash blocks
+    (continuation lines joined, trailing comments dropped, `<placeholders>` made plain)."""
+    out = []
+    for block in re.findall(r"^```bash\n(.*?)^```", page.read_text(encoding="utf-8"), flags=re.S | re.M):
+        for line in block.replace("\\\n", " ").splitlines():
+            m = re.search(r"python -m nsr_lightning (.*)$", line.split(" # ")[0])
+            if m and "&&" not in m.group(1):
+                out.append(shlex.split(re.sub(r"<(\w+)>", r"\1", m.group(1))))
+    return out
+
+
+@pytest.mark.parametrize("page", ["README.md", "docs/gpu.md"])
+def test_every_command_in_the_page_composes_and_passes_the_config_checks(page, capsys):
+    """Commands that cannot run here (GPUs, the hub) are at least composed and checked."""
+    from nsr_lightning.cli import main
+
+    commands = _cli_commands(ROOT / page)
+    assert len(commands) >= 5, page
+    for args in commands:
+        flags = [] if "--cfg" in args else ["--cfg", "job"]
+        assert main([*args, *flags]) == 0, f"{page}: python -m nsr_lightning {' '.join(args)}"
+        capsys.readouterr()
 
 
 ROWS = [

@@ -18,9 +18,11 @@ def test_help_prints_the_groups_and_the_common_keys(capsys):
         out = capsys.readouterr().out
         assert "objective=" in out and "nsr|ppo|psr" in out and "trainer=" in out
         assert "trainer.max_steps" in out and "checkpoint.every_n_steps" in out
+    assert "trainer.<arg>" in out  # fit builds a lightning.Trainer
     assert main(["evaluate", "--help"]) == 0
     out = capsys.readouterr().out
     assert "preset=" in out and "data.datasets" in out and "device" in out
+    assert "trainer.<arg>" not in out  # evaluate builds no Trainer: its device is `device=`
 
 
 def test_cfg_job_prints_the_composed_config(capsys):
