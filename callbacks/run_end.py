@@ -10,7 +10,8 @@
   hangs DDP when a rank gets the signal twice (from the scheduler and from its parent).
 - A resumed run whose training is already done (its checkpoint is of the last step): Lightning
   skips `on_train_start` and `on_train_end`, so the end of the run (the "after" pass@k, ...)
-  would never run; here `on_fit_end` runs every callback's `on_train_end` in that case.
+  would never run; here `on_fit_end` runs both, in that order, as Lightning's fit loop does
+  (every callback, the module, the strategy): each callback's end finds what its start set up.
 """
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ import signal
 
 import lightning as L
 import torch
+from lightning.pytorch.trainer import call
 from lightning.pytorch.utilities import rank_zero_info
 
 from nsr_lightning.run_dir import set_signal
@@ -72,7 +74,9 @@ class RunEndCallback(L.Callback):
         if self.trained:
             return
         rank_zero_info(f"training was already done at step {trainer.global_step}; running the end of the run")
-        for callback in trainer.callbacks:
-            if callback is not self:
-                callback.on_train_end(trainer, pl_module)
-        pl_module.on_train_end()
+        # The pair Lightning skipped, as its fit loop calls it: a callback's on_train_end may need
+        # what its on_train_start set up (the progress bar's bar); this one's installs the handlers.
+        for hook in ("on_train_start", "on_train_end"):
+            call._call_callback_hooks(trainer, hook)
+            call._call_lightning_module_hook(trainer, hook)
+            call._call_strategy_hook(trainer, hook)

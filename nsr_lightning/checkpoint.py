@@ -6,20 +6,25 @@
   at most a `.<name>.tmp-<pid>` file, never a `*.ckpt` that looks complete but is not.
 - `periodic_checkpoints`: a `ModelCheckpoint` every `checkpoint.every_n_steps` RL steps that
   keeps the newest `checkpoint.keep`.
+- Each checkpoint file gets a `<name>.sha256` beside it once it is in place (`sha256sum -c`
+  reads it), removed with the checkpoint; the file is read back in 1 MiB chunks to hash it.
 - `find_last`: the newest intact checkpoint under a run folder (by its step). Intact is judged by
   content: a file's zip archive is whole (its central directory reads and every member lies
-  inside the file); a newer one that is not is skipped with a line saying so.
+  inside the file) and its bytes hash to its `.sha256` (a file without one, as written before
+  these existed, is judged by its archive only); a newer one that is not is skipped with a line.
 - `check_resumable`: a checkpoint's step against `trainer.max_steps`, and the objective and
   model shape it was saved with (`RUN_KEY`) against this run's, each refused in one line.
 
 A sharded checkpoint (FSDP2: a folder of per-rank shards) counts as complete once it holds both
 the distributed checkpoint's `.metadata` (itself written by rename, after every shard) and
-Lightning's `meta.pt` (written last, by rank 0), and `meta.pt` is intact.
+Lightning's `meta.pt` (written last, by rank 0), and `meta.pt` is intact. Its shards are written
+by torch.distributed.checkpoint, not through the checkpoint writer, so they have no `.sha256`.
 """
 
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import os
 import re
 import sys
@@ -39,6 +44,9 @@ from nsr_lightning.errors import UserError, disk_full_error, is_disk_full
 
 _STEP = re.compile(r"step=(\d+)")
 RUN_KEY = "nsr_run"  # {"objective": name, "model": shape}: what a checkpoint was saved with
+HASH_SUFFIX = ".sha256"  # beside each checkpoint file: "<hex digest>  <file name>"
+_CHUNK = 1 << 20
+_digests: dict[tuple[str, int, int], str] = {}  # (path, size, mtime_ns) -> digest: hashed once per process
 
 
 def atomic_torch_save(obj, path: str | os.PathLike) -> None:
@@ -72,13 +80,38 @@ def atomic_write(path: str | os.PathLike, write: Callable[[BinaryIO], object]) -
             os.close(fd)
 
 
+def hash_path(path: str | os.PathLike) -> Path:
+    path = Path(path)
+    return path.with_name(path.name + HASH_SUFFIX)
+
+
+def sha256(path: str | os.PathLike) -> str:
+    """The file's sha256, read in chunks (memoised by path, size and modification time)."""
+    stat = os.stat(path)
+    key = (str(Path(path).resolve()), stat.st_size, stat.st_mtime_ns)
+    if key not in _digests:
+        digest = hashlib.sha256()
+        with open(path, "rb") as f:
+            while chunk := f.read(_CHUNK):
+                digest.update(chunk)
+        _digests[key] = digest.hexdigest()
+    return _digests[key]
+
+
 class AtomicCheckpointIO(TorchCheckpointIO):
-    """TorchCheckpointIO whose saves are atomic (see the module docstring)."""
+    """TorchCheckpointIO whose saves are atomic and hashed (see the module docstring)."""
 
     def save_checkpoint(self, checkpoint: dict, path, storage_options=None) -> None:
         if storage_options is not None:
             raise TypeError("AtomicCheckpointIO takes no storage_options")
+        hash_path(path).unlink(missing_ok=True)  # never an old hash beside new content
         atomic_torch_save(checkpoint, path)
+        line = f"{sha256(path)}  {Path(path).name}\n"
+        atomic_write(hash_path(path), lambda f: f.write(line.encode()))
+
+    def remove_checkpoint(self, path) -> None:
+        super().remove_checkpoint(path)
+        hash_path(path).unlink(missing_ok=True)
 
 
 class PeriodicCheckpoint(ModelCheckpoint):
@@ -130,6 +163,21 @@ def damage(path: Path) -> str | None:
                     return f"its archive is cut short ({info.filename} lies past the end of the file)"
     except (OSError, zipfile.BadZipFile) as e:
         return f"its archive is not whole ({e})"
+    return _hash_damage(path)
+
+
+def _hash_damage(path: Path) -> str | None:
+    """Why the file's bytes are not those it was saved with (None: they are, or no hash was saved)."""
+    saved = hash_path(path)
+    if not saved.is_file():
+        return None
+    try:
+        want = saved.read_text(encoding="ascii").split()[0]
+        got = sha256(path)
+    except (OSError, UnicodeDecodeError, IndexError) as e:
+        return f"its hash file {saved.name} does not read ({e})"
+    if got != want:
+        return f"its content does not match the sha256 saved with it in {saved.name} (changed or corrupted since)"
     return None
 
 

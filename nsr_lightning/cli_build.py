@@ -17,6 +17,7 @@ def build_fit(cfg):
 
     transformers.logging.disable_progress_bar()  # one "Loading weights" bar per rank is noise
     L.seed_everything(cfg.seed, workers=True, verbose=False)
+    set_matmul_precision(cfg)
     tokenizer = load_tokenizer(cfg.model.path)
     objective = instantiate(cfg.objective)
     datamodule = instantiate(cfg.data, tokenizer=tokenizer)
@@ -73,6 +74,7 @@ def build_evaluate(cfg):
 
     transformers.logging.disable_progress_bar()
     L.seed_everything(cfg.seed, verbose=False)
+    set_matmul_precision(cfg)
     data = cfg.data
     paths, fields = OmegaConf.to_container(data.paths), OmegaConf.to_container(data.fields)
     problems = {}
@@ -104,3 +106,11 @@ def build_evaluate(cfg):
     args = dict(engine=engine, model=model, reward=reward, n=cfg.n, sampling=sampling, seed=cfg.seed)
     args |= dict(out_dir=cfg.run_dir, chunk_size=chunk_size, settings=settings, loggers=loggers)
     return lambda: evaluate(rows, **args)
+
+
+def set_matmul_precision(cfg) -> None:
+    """`float32_matmul_precision` on a machine with CUDA (a CPU's float32 products are unchanged)."""
+    import torch
+
+    if torch.cuda.is_available():
+        torch.set_float32_matmul_precision(cfg.float32_matmul_precision)

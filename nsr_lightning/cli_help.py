@@ -104,7 +104,9 @@ def help_text(command: str | None, cfg=None) -> str:
         lines.append(f"  {key:<34}{shown}")
     lines += [
         "",
-        "Any key of the composed config (--cfg job) can be set; trainer.<arg>: any lightning.Trainer",
+        "Any key of the composed config (--cfg job) can be set; +key=value adds a key the config lacks.",
     ]
-    lines += ["argument; +key=value adds a key the config lacks. Groups live in nsr_lightning/configs/."]
+    if command == "fit":  # evaluate builds no Trainer: its device is `device=`
+        lines += ["trainer.<arg>: any lightning.Trainer argument."]
+    lines += ["Groups live in nsr_lightning/configs/."]
     return "\n".join(lines)

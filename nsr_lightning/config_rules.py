@@ -48,6 +48,7 @@ DTYPE_NAMES = ("float32", "bfloat16", "float16")
 # key, accepted (said in the message), test; a key absent from the config is not checked
 RULES = [
     ("seed", *integer(0)),
+    ("float32_matmul_precision", *one_of("highest", "high", "medium")),
     ("model.dtype", *one_of(*DTYPE_NAMES)),
     ("fsdp.param_dtype", *one_of(*DTYPE_NAMES)),
     ("fsdp.reduce_dtype", *one_of(*DTYPE_NAMES)),

@@ -39,7 +39,7 @@ def response_logprobs(
 
     Both are those of softmax(logits / T) with T = `batch.logprob_temperature` (the sampling
     temperature; 1 for greedy batches), the distribution the responses were drawn from, as TRL
-    and verl compute them. top-k / top-p are not applied: see README, "Temperature".
+    and verl compute them. top-k / top-p are not applied: see docs/real-model.md, "Temperature".
 
     Returns (logprobs (N, R), entropy (N, R) or None), float32, zero where response_mask is 0.
     """
@@ -49,12 +49,21 @@ def response_logprobs(
     targets = batch.response_ids  # (N, R)
     kwargs = {"temperature": temperature, "chunk_size": chunk_size, "with_entropy": with_entropy}
     # (logits, the response columns they predict): no slice or cat of a logits-sized tensor
+    logps, ents = [], []
     if share_prompts:
-        first, rest = _shared_prompt_logits(model, batch)  # (N, 1, V), (N, R, V)
-        pieces = [(first, slice(0, 1)), (rest, slice(1, None))]
+        first, rest, (repeats, slots, row_of) = _shared_prompt_logits(model, batch)  # (u, 1, V), (N, R, V)
+        # response token 0 of every row, scored under its prompt's last position: (u, 1, repeats)
+        # targets, so no (N, V) copy of the prompts' logits is formed
+        spread = targets.new_zeros(first.shape[0] * repeats)
+        spread[slots] = targets[:, 0]
+        lp, ent = token_logprobs(first, spread.view(-1, 1, repeats), **kwargs)
+        logps.append(lp.reshape(-1)[slots].unsqueeze(-1))  # (N, 1)
+        if with_entropy:
+            ent = ent.repeat_interleave(repeats, dim=0)[slots]  # (N, 1): each row its prompt's
+            ents.append(ent if entropy_grad and torch.is_grad_enabled() else ent.detach())
+        pieces = [(rest, slice(1, None))]
     else:
         pieces = [(_row_logits(model, batch), slice(0, None))]  # (N, R + 1, V)
-    logps, ents = [], []
     for logits, cols in pieces:
         # position t of `logits` predicts column cols.start + t; the positions past the last
         # column (the final one of each piece) get target 0 and are dropped from the (N, L) outputs
@@ -86,14 +95,15 @@ def _row_logits(model: nn.Module, batch: RolloutBatch) -> Tensor:
     return out.logits
 
 
-def _shared_prompt_logits(model: nn.Module, batch: RolloutBatch) -> tuple[Tensor, Tensor]:
-    """Logits predicting each response token, each distinct prompt run once: (N, 1, V) for
-    response token 0 and (N, R, V) whose position t predicts token t + 1 (the last predicts nothing).
+def _shared_prompt_logits(model: nn.Module, batch: RolloutBatch) -> tuple[Tensor, Tensor, tuple]:
+    """Logits predicting each response token, each distinct prompt run once: (u, 1, V) of the u
+    distinct prompts' last positions (response token 0), (N, R, V) whose position t predicts token
+    t + 1 (the last predicts nothing), and (repeats, slots, row_of) of `_spread`.
 
     Forward 1: the u distinct (left-padded) prompts, keeping their KV cache and the last
-    position's logits (which predict response token 0). The cache's rows are then gathered to the
-    N rows (an index, so gradients flow back into the shared prompt). Forward 2: the responses
-    alone, attending to their prompt's cache.
+    position's logits. The cache's rows are then gathered to the N rows (an index, so gradients
+    flow back into the shared prompt). Forward 2: the responses alone, attending to their
+    prompt's cache.
     """
     keys = torch.cat([batch.prompt_ids, batch.prompt_mask], dim=1)  # equal rows: the same prompt
     unique, row_of = torch.unique(keys, dim=0, return_inverse=True)  # (u, 2P), (N,)
@@ -109,9 +119,11 @@ def _shared_prompt_logits(model: nn.Module, batch: RolloutBatch) -> tuple[Tensor
     cache = first.past_key_values
     require_row_ops(cache)
     repeats, slots = _spread(row_of, len(unique))
-    if repeats > 1:
+    if repeats > 1 and torch.is_grad_enabled():
         cache.batch_repeat_interleave(repeats)  # (u, ...) -> (u * repeats, ...)
-    cache.batch_select_indices(slots)  # -> (N, ...)
+        cache.batch_select_indices(slots)  # -> (N, ...)
+    else:  # without gradients the plain index (nothing to add up in a backward)
+        cache.batch_select_indices(row_of)  # -> (N, ...)
     resp_len = batch.response_ids.shape[1]
     positions = prompt_len[row_of].unsqueeze(-1) + torch.arange(resp_len, device=prompt_len.device)  # (N, R)
     second = model(
@@ -121,8 +133,8 @@ def _shared_prompt_logits(model: nn.Module, batch: RolloutBatch) -> tuple[Tensor
         past_key_values=cache,
         use_cache=True,
     )
-    last = first.logits[:, -1:].repeat_interleave(repeats, dim=0)[slots]  # (N, 1, V)
-    return last, second.logits
+    last = first.logits if first.logits.shape[1] == 1 else first.logits[:, -1:]  # (u, 1, V)
+    return last, second.logits, (repeats, slots, row_of)
 
 
 def _spread(row_of: Tensor, u: int) -> tuple[int, Tensor]:
@@ -132,11 +144,10 @@ def _spread(row_of: Tensor, u: int) -> tuple[int, Tensor]:
     Why not x[row_of]: its backward adds the gradients of rows that share a prompt with atomic
     adds on CPU (2+ threads), in an order that changes from run to run, so two runs of one seed
     drift apart by ~1e-7 a step. Here the backward is a scatter without collisions plus a sum over
-    the repeats in a fixed order: bit for bit reproducible. Without gradients there is nothing to
-    add up, so the plain index is used (repeats 1).
+    the repeats in a fixed order: bit for bit reproducible. The layout also gives each prompt's
+    responses a place (u, repeats): their first tokens are scored under the prompt's last position
+    in one pass (`response_logprobs`).
     """
-    if not torch.is_grad_enabled():
-        return 1, row_of
     counts = torch.bincount(row_of, minlength=u)  # responses per distinct prompt
     repeats = int(counts.max())
     order = torch.argsort(row_of, stable=True)

@@ -113,6 +113,10 @@ def load_any_policy(path: str, dtype: str = "float32", base_model: str | None = 
     p = Path(os.path.expanduser(str(path)))
     if not p.is_file():
         raise UserError(f"model.path: no checkpoint file at {p}")
+    from nsr_lightning.checkpoint import damage
+
+    if (why := damage(p)) is not None:
+        raise UserError(f"model.path: {p} is not a whole checkpoint: {why}")
     try:
         ckpt = torch.load(p, map_location="cpu", weights_only=True)
     except Exception as e:

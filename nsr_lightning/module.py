@@ -8,6 +8,7 @@ are logged here once per step (ratios summed over ranks by torchmetrics).
 
 from __future__ import annotations
 
+import math
 import random
 import warnings
 
@@ -86,8 +87,8 @@ class RLVRModule(L.LightningModule):
             extras=dict(self.extras),
             backward=self.manual_backward,
         )
-        names = RATIO_METRICS + tuple(n for n in objective.ratio_metrics if n not in RATIO_METRICS)
-        self.step_metrics = torch.nn.ModuleDict({n.replace("/", "__"): RatioMetric() for n in names})
+        self.ratio_names = RATIO_METRICS + tuple(n for n in objective.ratio_metrics if n not in RATIO_METRICS)
+        self.step_metrics = RatioMetric(len(self.ratio_names))  # every step ratio, synced over ranks at once
 
     # Bumped by every optimizer step; the rollout engine re-syncs its weights only when it changed.
     @property
@@ -153,20 +154,36 @@ class RLVRModule(L.LightningModule):
         return Ranks(world, self.global_rank, reduce, sharded=is_sharded(self.model) and world > 1)
 
     def _log_stats(self, stats: StepStats) -> None:
-        """Every ratio through its torchmetric (summed over ranks; skipped when empty everywhere),
-        every scalar as this rank's value or reduced as the update asked."""
-        for key, metric in self.step_metrics.items():
-            name = key.replace("__", "/")
-            num, den = stats.ratios.get(name, (0.0, 0.0))
-            metric.update(num, den)  # on every rank, so compute() syncs everywhere
-            value = metric.compute()
-            metric.reset()
-            if not torch.isnan(value):
-                self.log(name, value, on_step=True, prog_bar=name in PROGRESS_BAR)
-        for name, (value, reduce) in stats.scalars.items():
-            value = torch.as_tensor(value, dtype=torch.float32) if not torch.is_tensor(value) else value
-            extra = {"sync_dist": True, "reduce_fx": reduce} if reduce else {}
-            self.log(name, value, on_step=True, **extra)
+        """Every ratio through the step's torchmetric (summed over ranks; skipped when empty
+        everywhere), every scalar as this rank's value or reduced as the update asked; all of
+        them read from the device in one transfer (their reductions over ranks first, one
+        collective per kind)."""
+        device = self.device
+        pairs = [stats.ratios.get(name, (0.0, 0.0)) for name in self.ratio_names]
+        nums, dens = (
+            torch.stack([torch.as_tensor(p[i], dtype=torch.float64, device=device) for p in pairs])
+            for i in (0, 1)
+        )
+        self.step_metrics.update(nums, dens)  # on every rank, so compute() syncs everywhere
+        ratios = self.step_metrics.compute()
+        self.step_metrics.reset()
+        names, values = list(self.ratio_names), [ratios.double()]
+        for op in (None, "mean", "max", "sum"):
+            picked = [(n, v) for n, (v, reduce) in stats.scalars.items() if reduce == op]
+            if not picked:
+                continue
+            stacked = torch.stack(
+                [torch.as_tensor(v, dtype=torch.float64, device=device).reshape(()) for _, v in picked]
+            )
+            if op is not None and self.trainer.world_size > 1:
+                stacked = self.trainer.strategy.reduce(stacked, reduce_op=op)
+            names += [n for n, _ in picked]
+            values.append(stacked)
+        host = torch.cat(values).float().tolist()  # the step's one read from the device
+        for i, (name, value) in enumerate(zip(names, host, strict=True)):
+            if i < len(self.ratio_names) and math.isnan(value):
+                continue  # a ratio with nothing counted on any rank
+            self.log(name, value, on_step=True, prog_bar=name in PROGRESS_BAR)
 
     # ---- FSDP2 ----------------------------------------------------------------------------------
     def configure_model(self) -> None:

@@ -26,6 +26,10 @@ _WARNINGS = (
     (r"`past_key_values` is deprecated", FutureWarning),
     # Lightning's pytree helper still builds torch's deprecated LeafSpec (torch >= 2.10)
     (r"`isinstance\(treespec, LeafSpec\)` is deprecated", FutureWarning),
+    # Lightning, on a machine with more than 2 CPUs: fit's training loader yields prompt ids held in
+    # memory (a step's time is sampling and the update), so worker processes would only add their
+    # start-up and a copy of every batch; data.num_workers stays available for a slow data set
+    (r"The 'train_dataloader' does not have many workers", UserWarning),
 )
 
 

@@ -15,6 +15,7 @@ from __future__ import annotations
 import atexit
 import contextlib
 import os
+import re
 import shlex
 import shutil
 import signal
@@ -144,5 +145,20 @@ def save_final_model(model, tokenizer, state, run_dir: str) -> str:
 def resume_command(command: str, overrides: list[str], run_dir: str) -> str:
     """The command line that continues this run: the same overrides, ckpt_path=last, run_dir."""
     keep = [o for o in overrides if not o.lstrip("+").startswith(("ckpt_path=", "run_dir="))]
-    args = [command, *keep] + (["ckpt_path=last"] if command == "fit" else []) + [f"run_dir={run_dir}"]
+    args = (
+        [command, *keep]
+        + (["ckpt_path=last"] if command == "fit" else [])
+        + [f"run_dir={hydra_quote(run_dir)}"]
+    )
     return "python -m nsr_lightning " + " ".join(shlex.quote(a) for a in args)
+
+
+def hydra_quote(value: str) -> str:
+    """`value` as a Hydra override value that reads back as exactly this string (spaces, quotes,
+    `=`, `,`, brackets, non-ASCII, backslashes, a literal `${`): single-quoted, escaped for
+    OmegaConf (a backslash run before `${` doubled, plus one) then for Hydra's quoted strings (the
+    same before `${` and `'`, and a trailing backslash run doubled). Shell-quote the override after."""
+    value = re.sub(r"(\\*)(\$\{)", lambda m: m.group(1) * 2 + "\\" + m.group(2), value)
+    value = re.sub(r"(\\*)(\$\{|')", lambda m: m.group(1) * 2 + "\\" + m.group(2), value)
+    value = re.sub(r"(\\+)$", lambda m: m.group(1) * 2, value)
+    return f"'{value}'"

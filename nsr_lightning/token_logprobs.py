@@ -37,11 +37,15 @@ def token_logprobs(
     with_entropy: bool = True,
 ) -> tuple[Tensor, Tensor | None]:
     """(logprobs (rows, L), entropy (rows, L) or None), float32, for logits (rows, L, V) and
-    targets (rows, L). Differentiable in `logits` through both outputs."""
+    targets (rows, L). Targets (rows, L, K): K tokens scored under each position's distribution
+    (responses that share a prompt share its last position), logprobs (rows, L, K).
+    Differentiable in `logits` through both outputs."""
+    several = targets.dim() == 3
+    targets = targets if several else targets.unsqueeze(-1)
     logprobs, entropy = _TokenLogProbs.apply(
         logits, targets, float(temperature), int(chunk_size), with_entropy
     )
-    return logprobs, (entropy if with_entropy else None)
+    return (logprobs if several else logprobs.squeeze(-1)), (entropy if with_entropy else None)
 
 
 def _scaled(z: Tensor, temperature: float) -> Tensor:
@@ -57,18 +61,18 @@ class _TokenLogProbs(torch.autograd.Function):
     def forward(
         ctx, logits: Tensor, targets: Tensor, temperature: float, chunk_size: int, with_entropy: bool
     ):
-        rows, length = targets.shape
-        logprobs = torch.empty((rows, length), dtype=torch.float32, device=logits.device)
-        entropy = torch.empty_like(logprobs) if with_entropy else logprobs.new_empty(0)
+        rows, length, _ = targets.shape  # (rows, L, K)
+        logprobs = torch.empty(targets.shape, dtype=torch.float32, device=logits.device)
+        entropy = logprobs.new_empty((rows, length)) if with_entropy else logprobs.new_empty(0)
         for start in range(0, rows, chunk_size):
             z = logits[start : start + chunk_size]  # (c, L, V)
-            y = targets[start : start + chunk_size].unsqueeze(-1)  # (c, L, 1)
+            y = targets[start : start + chunk_size]  # (c, L, K)
             s = _scaled(z, temperature)
             logp = torch.log_softmax(s, dim=-1)  # (c, L, V)
-            lp = logp.gather(-1, y).squeeze(-1)  # (c, L)
+            lp = logp.gather(-1, y)  # (c, L, K)
             logprobs[start : start + chunk_size] = lp
             if with_entropy:
-                lse = s.gather(-1, y).squeeze(-1) - lp  # (c, L)
+                lse = s.gather(-1, y[..., :1]).squeeze(-1) - lp[..., 0]  # (c, L)
                 p = logp.exp_()  # in place: log p is no longer needed
                 dot = torch.matmul(p.unsqueeze(-2), s.unsqueeze(-1)).reshape(lse.shape)  # sum_v p_v s_v
                 entropy[start : start + chunk_size] = lse - dot
@@ -92,13 +96,14 @@ class _TokenLogProbs(torch.autograd.Function):
             part = slice(start, start + chunk)
             s = _scaled(logits[part], temperature)
             p = torch.softmax(s, dim=-1)  # (c, L, V): becomes the gradient, in place
-            g = p.new_zeros(p.shape[:-1]) if grad_logprobs is None else grad_logprobs[part].float()  # (c, L)
+            y = targets[part]  # (c, L, K)
+            g = p.new_zeros(y.shape) if grad_logprobs is None else grad_logprobs[part].float()  # (c, L, K)
             if grad_entropy is not None:  # -p (log p + H) g_H, with log p = s - lse
                 lse = torch.logsumexp(s, dim=-1)  # (c, L)
                 term = (s - lse.unsqueeze(-1)).add_(entropy[part].unsqueeze(-1)).mul_(p)  # p (log p + H)
                 term.mul_(grad_entropy[part].float().unsqueeze(-1))
-            p.mul_(-g.unsqueeze(-1))  # -p g_lp
-            p.scatter_add_(-1, targets[part].unsqueeze(-1), g.unsqueeze(-1))  # + onehot(y) g_lp
+            p.mul_(-g.sum(-1, keepdim=True))  # -p sum_k g_k
+            p.scatter_add_(-1, y, g)  # + sum_k onehot(y_k) g_k
             if grad_entropy is not None:
                 p.sub_(term)
             if temperature != 1.0:

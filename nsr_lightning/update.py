@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import torch
 from torch import Tensor, nn
@@ -28,8 +28,7 @@ from nsr_lightning import diagnostics
 from nsr_lightning.config_rules import check_group, sharded_diagnostics
 from nsr_lightning.correction import RolloutCorrection
 from nsr_lightning.fsdp import to_local_scalar
-from nsr_lightning.metrics import group_outcomes
-from nsr_lightning.objectives import Objective, Prepared, group_stats, is_correct
+from nsr_lightning.objectives import Objective, Prepared, group_outcomes, group_stats, is_correct
 from nsr_lightning.rollout import RolloutBatch
 from nsr_lightning.step_stats import StepStats
 from nsr_lightning.streams import Stream, stream_seed
@@ -93,26 +92,34 @@ class Update(Checks):
         `optimizers[0].step()` (Lightning counts steps there), the others the raw optimizer."""
         self.stats, self.step, self.ranks = StepStats(), step, ranks or Ranks()
         t0 = clock(self.device)
+        rollout = replace(rollout, texts=[])  # the reward has read them; selecting rows then reads no index
         rewards, group_ids = rollout.rewards, rollout.group_ids
         correct = is_correct(rewards)
         n_groups, solved, unsolved = group_outcomes(correct, group_ids)
-        _, std, _, _ = group_stats(rewards, group_ids)
-        add = self.stats.add
+        _, std, _, size = group_stats(rewards, group_ids)
+        add = self.stats.add  # every statistic stays on the device: the module reads them once a step
         add("rollout/correct_ratio", correct.sum(), len(correct))
         add("rollout/fully_solved_ratio", solved, n_groups)
         add("rollout/fully_unsolved_ratio", unsolved, n_groups)
-        # share of prompts whose responses all got the same reward (no GRPO signal)
-        add("rollout/zero_variance_group_ratio", torch.unique(group_ids[std == 0]).numel(), n_groups)
+        # share of prompts whose responses all got the same reward (no GRPO signal): 1 / size per sample
+        add(
+            "rollout/zero_variance_group_ratio",
+            ((std == 0).double() / size.clamp(min=1)).sum().round(),
+            n_groups,
+        )
         add("rollout/response_length", rollout.response_lengths.sum(), len(correct))
         add("rollout/truncated_ratio", rollout.truncated.sum(), len(correct))
         self._sampler_mismatch(rollout)
 
         keep = self.objective.keep(rewards, group_ids)
-        kept = keep.nonzero().squeeze(-1)
+        # kept rows first, then the dropped ones, each in batch order: one host read (their count)
+        order = torch.argsort((~keep).to(torch.uint8), stable=True)
+        n_kept = int(keep.sum())
+        kept, dropped = order[:n_kept], order[n_kept:]
         add("train/samples_kept_ratio", len(kept), len(correct))
         if self.settings.entropy_of_all_responses:  # dropped responses still count in rollout/entropy
             t = clock(self.device)
-            self._entropy_only(rollout.select((~keep).nonzero().squeeze(-1)))
+            self._entropy_only(rollout.select(dropped))
             self.stats.set("perf/entropy_s", clock(self.device) - t)
         n_updates, skipped, grad_norm = self._updates(rollout, kept, optimizers)
         self._note_nothing_kept(len(kept), len(correct), n_updates)
@@ -136,7 +143,7 @@ class Update(Checks):
         own kept rows evenly over them; no sample moves between ranks."""
         hp, batch = self.settings, rollout.select(kept)
         n = len(batch)
-        total = int(self.ranks.sums([n])[0])
+        total = int(self.ranks.sums([n])[0])  # no tensor on one process
         per_update = hp.mini_batch_size * self.ranks.world_size if hp.mini_batch_size else max(total, 1)
         n_mb = math.ceil(total / per_update)
         n_updates = hp.ppo_epochs * n_mb
@@ -154,11 +161,7 @@ class Update(Checks):
         before = diagnostics.before_step(self, batch, rows) if every and self.step % every == 0 else None
         t0 = clock(self.device)
         pre_update = prep.old_logprobs is None  # then the first forward pass gives rollout/entropy
-        gen = torch.Generator().manual_seed(stream_seed(hp.seed, Stream.MINIBATCH_ORDER, 0, self.step))
-        minis = [
-            list(torch.tensor_split(torch.randperm(n, generator=gen), n_mb)) for _ in range(hp.ppo_epochs)
-        ]
-        plan = self._micro_plan(batch, [idx for epoch in minis for idx in epoch])
+        plan = self._micro_plan(batch, n_mb)
         grad_norm, done, skipped = None, 0, 0
         for parts in plan:
             loss = self._accumulate(batch, rows, parts, pre_update=pre_update and n_updates == 1)
@@ -186,30 +189,51 @@ class Update(Checks):
             diagnostics.after_step(self, batch, before)
         return n_updates, skipped, grad_norm
 
-    def _micro_plan(self, batch: RolloutBatch, minis: list[Tensor]) -> list[list[tuple[Tensor, float]]]:
-        """Each mini-batch's micro-batches of `micro_batch_size` rows (gradient accumulation),
-        as (rows, weight): the weight of a micro-batch's loss is its `loss_units` x world_size
-        over the units of the global mini-batch (DDP and FSDP2 average gradients over ranks, so
-        the gradient is sum over all ranks' tokens (or sequences) / their global count). Every
-        rank gets as many micro-batches per update (empty ones back a zero loss). Two
-        collectives per step."""
-        micro, mask = self.settings.micro_batch_size, batch.response_mask
-        lengths = batch.attention_mask.sum(1).cpu()
-        local = []
-        for idx in minis:
-            if micro:  # rows of similar length together: each micro-batch's forward drops its own padding
-                idx = idx[torch.argsort(lengths[idx], stable=True)]
-            local.append(list(torch.split(idx, micro)) if micro and len(idx) else [idx])
-        units = [[self.objective.loss_units(mask[p.to(mask.device)]) for p in parts] for parts in local]
+    def _micro_plan(self, batch: RolloutBatch, n_mb: int) -> list[list[tuple[Tensor, Tensor]]]:
+        """Per update (`ppo_epochs` x `n_mb` mini-batches), its micro-batches of
+        `micro_batch_size` rows (gradient accumulation) as (rows, weight).
+
+        Rows: each epoch orders the prompts (groups) at random (seeded by step: a resumed run draws
+        the same) and splits that order evenly into the mini-batches; within a mini-batch the
+        groups go by length (each micro-batch's forward drops its own padding), a prompt's
+        responses next to each other, so a micro-batch's prompt-shared forward runs few prompts.
+        Weight: the micro-batch's `loss_units` x world_size over the units of the global mini-batch
+        (DDP and FSDP2 average gradients over ranks, so the gradient is sum over all ranks' tokens
+        (or sequences) / their global count), a tensor on the device: no host read per micro-batch.
+        Every rank gets as many micro-batches per update (empty ones back a zero loss). One host
+        read of lengths and groups, and two collectives, per step."""
+        hp, mask = self.settings, batch.response_mask
+        micro = hp.micro_batch_size
+        lengths, groups = torch.stack([batch.attention_mask.sum(1), batch.group_ids.long()]).tolist()
+        gen = torch.Generator().manual_seed(stream_seed(hp.seed, Stream.MINIBATCH_ORDER, 0, self.step))
+        members: dict[int, list[int]] = {}
+        for row, group in enumerate(groups):
+            members.setdefault(group, []).append(row)
+        local, by_first_row = [], list(members.values())
+        for _ in range(hp.ppo_epochs):
+            shuffled = [by_first_row[g] for g in torch.randperm(len(by_first_row), generator=gen).tolist()]
+            rows = [row for group in shuffled for row in group]
+            for idx in torch.tensor_split(torch.tensor(rows, dtype=torch.long), n_mb):
+                if micro and len(idx):
+                    by_group: dict[int, list[int]] = {}
+                    for row in idx.tolist():
+                        by_group.setdefault(groups[row], []).append(row)
+                    ordered = sorted(by_group.values(), key=lambda g: max(lengths[r] for r in g))
+                    idx = torch.tensor([row for group in ordered for row in group], dtype=torch.long)
+                local.append(list(torch.split(idx, micro)) if micro and len(idx) else [idx])
         counts = self.ranks.maxes([len(parts) for parts in local])
-        whole = self.ranks.sums([sum(u) for u in units])
+        empty = torch.zeros(0, dtype=torch.long)
+        local = [parts + [empty] * (count - len(parts)) for parts, count in zip(local, counts, strict=True)]
+        units = torch.stack(
+            [self.objective.loss_units(mask[p.to(mask.device)]) for parts in local for p in parts]
+        ).double()  # (micro-batches,) on the device
+        sizes = [len(parts) for parts in local]
+        whole = self.ranks.all_sum(torch.stack([u.sum() for u in units.split(sizes)]))  # (updates,)
         world = self.ranks.world_size
         plan = []
-        for parts, u, count, w in zip(local, units, counts, whole, strict=True):
-            empty = torch.zeros(0, dtype=torch.long)
-            parts = parts + [empty] * (count - len(parts))
-            u = u + [0.0] * (count - len(u))
-            plan.append([(p, x * world / w if w else 0.0) for p, x in zip(parts, u, strict=True)])
+        for parts, u, w in zip(local, units.split(sizes), whole, strict=True):
+            weights = torch.where(w > 0, u * world / w.clamp(min=1e-300), 0.0).float()
+            plan.append(list(zip(parts, weights, strict=True)))
         return plan
 
     def _rows(self, rollout: RolloutBatch, kept: Tensor, prep: Prepared) -> dict[str, Tensor]:

@@ -46,11 +46,15 @@ class Ranks:
         return int(self.maxes([value])[0])
 
     def maxes(self, values: list[int]) -> list[int]:
-        """Element-wise max over ranks (one collective)."""
+        """Element-wise max over ranks (one collective; none on one process)."""
+        if self.world_size == 1 or self.reduce is None:
+            return [int(v) for v in values]
         return [int(v) for v in self._reduce(torch.tensor(values, dtype=torch.float64), "max").tolist()]
 
     def sums(self, values: list[float]) -> list[float]:
-        """Element-wise sum over ranks (one collective)."""
+        """Element-wise sum over ranks (one collective; none, and no tensor, on one process)."""
+        if self.world_size == 1 or self.reduce is None:
+            return [float(v) for v in values]
         return self._reduce(torch.tensor(values, dtype=torch.float64), "sum").tolist()
 
     def all_sum(self, value: Tensor) -> Tensor:

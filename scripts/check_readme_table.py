@@ -1,23 +1,27 @@
-"""Check that a `fit` log's pass@k table equals the one in README.md.
+"""Check that a `fit` log's pass@k table matches the one in README.md.
 
     python -m nsr_lightning fit 2>&1 | tee fit.log
     python scripts/check_readme_table.py fit.log [README.md]
 
 Compares the `before` and `after` rows (tag, data set, every pass@k value as printed) of the last table
-in the log with those in README.md's fenced block that holds a pass@k table. Exit code 0 when they are
-equal, 1 with a diff when they differ, 2 when a table is missing. The log may hold a progress bar
+in the log with those in README.md's fenced block that holds a pass@k table: the same rows, the same
+number of values in each, and each value within TOLERANCE of the README's. The last digit depends on
+the CPU's floating-point kernels (an AMD EPYC with AVX2 and MKL printed `0.619` where the README's
+machine printed `0.616`): sampling is a long chain of float operations whose rounding differs between
+kernels, so an exact match holds on one kind of CPU only. Exit code 0 when they match, 1 with the
+rows that differ when they do not, 2 when a table is missing. The log may hold a progress bar
 (carriage returns) and other lines: only rows that start with `before` or `after` are read.
 """
 
 from __future__ import annotations
 
-import difflib
 import re
 import sys
 from pathlib import Path
 
 ROW = re.compile(r"^(before|after)\s+(\S+)((?:\s+\d+\.\d+)+)\s*$")
 HEADER = "pass@k        dataset"
+TOLERANCE = 0.005  # absolute, per pass@k value: the README's last digit depends on the CPU
 
 
 def rows(lines: list[str]) -> dict[str, str]:
@@ -43,6 +47,18 @@ def readme_rows(text: str) -> dict[str, str]:
     return {}
 
 
+def differences(want: dict[str, str], got: dict[str, str], tolerance: float = TOLERANCE) -> list[str]:
+    """One line per row that is missing, extra, of another length, or off by more than `tolerance`."""
+    out = [f"missing row: {want[k]}" for k in sorted(want.keys() - got.keys())]
+    out += [f"extra row:   {got[k]}" for k in sorted(got.keys() - want.keys())]
+    for key in sorted(want.keys() & got.keys()):
+        a, b = [float(v) for v in want[key].split()[2:]], [float(v) for v in got[key].split()[2:]]
+        off = len(a) != len(b) or any(abs(x - y) > tolerance + 1e-9 for x, y in zip(a, b, strict=True))
+        if off:
+            out.append(f"README: {want[key]}\n   log: {got[key]}")
+    return out
+
+
 def main(argv: list[str]) -> int:
     if not 1 <= len(argv) <= 2:
         print(__doc__.strip(), file=sys.stderr)
@@ -57,13 +73,17 @@ def main(argv: list[str]) -> int:
     if not got:
         print(f"error: no `before` / `after` pass@k rows in {log_path}", file=sys.stderr)
         return 2
-    a, b = [want[k] for k in sorted(want)], [got[k] for k in sorted(got)]
-    if a == b:
-        print(f"pass@k table of {log_path} equals {readme_path.name}'s ({len(a)} rows)")
+    problems = differences(want, got)
+    if not problems:
+        print(
+            f"pass@k table of {log_path} matches {readme_path.name}'s ({len(want)} rows, each value within {TOLERANCE})"
+        )
         return 0
-    print(f"error: the pass@k table of {log_path} differs from {readme_path.name}'s:", file=sys.stderr)
-    diff = difflib.unified_diff(a, b, fromfile=str(readme_path), tofile=str(log_path), lineterm="")
-    print("\n".join(diff), file=sys.stderr)
+    print(
+        f"error: the pass@k table of {log_path} differs from {readme_path.name}'s (tolerance {TOLERANCE} per value):",
+        file=sys.stderr,
+    )
+    print("\n".join(problems), file=sys.stderr)
     return 1
 
 

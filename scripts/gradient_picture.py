@@ -28,7 +28,8 @@ For contrast, the entropy bonus's gradient at the same position: dH/dz_v = -pi_v
 sum_v' pi_v' log pi_v') (appendix B), checked against autograd too. It pushes every token above
 the mean log-probability down and every token below it up, whatever the sample's reward.
 
-    python scripts/gradient_picture.py --out docs/miniature    # gradient_picture.png + .json
+    python scripts/gradient_picture.py                         # runs/gradient_picture/: .png + .json
+    python scripts/gradient_picture.py --out docs/miniature    # replace the committed figure and JSON
 """
 
 from __future__ import annotations
@@ -195,7 +196,11 @@ def analyse(lr: float = 1e-3, seed: int = 0) -> dict:
 
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--out", default="docs/miniature", help="folder for gradient_picture.png and .json")
+    p.add_argument(
+        "--out",
+        default="runs/gradient_picture",
+        help="folder for gradient_picture.png and .json (docs/miniature: the committed ones, replaced)",
+    )
     p.add_argument("--lr", type=float, default=1e-3, help="plain SGD step size on the weights")
     p.add_argument("--seed", type=int, default=0)
     args = p.parse_args(argv)

@@ -41,3 +41,20 @@ def test_sgd_step_on_the_weights_matches_first_order_theory():
         # same direction as the logit-space update, in probabilities (where it matters) and in logits
         assert c["corr_dpi_measured_vs_logit_update"] > 0.9, name
         assert c["corr_measured_vs_logit_update"] > 0.3, name
+
+
+def test_default_output_is_a_new_folder_not_the_committed_figure(tmp_path, monkeypatch):
+    """Without --out, the script writes under runs/ and leaves docs/miniature/ (committed) alone."""
+    fake = {"problem": "1+2", "answer": 3, "lr": 1e-3, "cases": {}}
+    monkeypatch.setattr(gp, "analyse", lambda lr, seed: fake)
+    plot_module = type(sys)("gradient_picture_plot")
+    plot_module.plot = lambda result, path: Path(path).write_bytes(b"png")
+    monkeypatch.setitem(sys.modules, "gradient_picture_plot", plot_module)
+    monkeypatch.chdir(tmp_path)
+    assert gp.main([]) == 0
+    assert sorted(p.relative_to(tmp_path).as_posix() for p in tmp_path.rglob("*.*")) == [
+        "runs/gradient_picture/gradient_picture.json",
+        "runs/gradient_picture/gradient_picture.png",
+    ]
+    assert gp.main(["--out", "docs/miniature"]) == 0  # the committed files: only when asked
+    assert (tmp_path / "docs/miniature/gradient_picture.json").is_file()

@@ -2,6 +2,7 @@
 with the same weights as an uninterrupted run; checkpoints are complete or absent."""
 
 import csv
+import hashlib
 import os
 import signal
 from pathlib import Path
@@ -11,10 +12,11 @@ import torch
 from safetensors.torch import load_file
 from test_cli import run_cli
 
-from nsr_lightning.checkpoint import AtomicCheckpointIO, find_last, resolve_ckpt_path
+from nsr_lightning.checkpoint import AtomicCheckpointIO, damage, find_last, hash_path, resolve_ckpt_path
 from nsr_lightning.cli import main
 from nsr_lightning.data.datamodule import StepSampler
 from nsr_lightning.errors import UserError
+from nsr_lightning.models import load_any_policy
 from nsr_lightning.streams import Stream, stream_seed
 
 TINY = ["trainer.max_steps=2", "data.batch_size=2", "rollout.n=4", "rollout.sampling.max_new_tokens=16"]
@@ -80,6 +82,29 @@ def test_a_crash_mid_write_leaves_no_complete_looking_file(tmp_path, monkeypatch
     assert find_last(tmp_path) == old
     assert resolve_ckpt_path("last", str(tmp_path)) == str(old)
     assert torch.load(old, weights_only=True)["global_step"] == 1
+
+
+def test_a_checkpoint_is_hashed_when_saved_and_checked_by_content(tmp_path):
+    """Each save writes `<name>.sha256` (sha256sum's format) once the file is in place; removing the
+    checkpoint removes it; a file without one (saved before hashes existed) is judged by its archive;
+    the same bytes changed in place are refused by `evaluate model.path=` too."""
+    io = AtomicCheckpointIO()
+    path = tmp_path / "epoch=0-step=1.ckpt"
+    io.save_checkpoint({"state_dict": {"w": torch.arange(4096.0)}, "global_step": 1}, path)
+    digest = hashlib.sha256(path.read_bytes()).hexdigest()
+    assert hash_path(path).read_text() == f"{digest}  epoch=0-step=1.ckpt\n"
+    assert damage(path) is None
+    data = bytearray(path.read_bytes())
+    data[len(data) // 2] ^= 1  # one bit, in the tensor's bytes: the archive still reads
+    path.write_bytes(bytes(data))
+    assert "its content does not match the sha256 saved with it in epoch=0-step=1.ckpt.sha256" in damage(path)
+    with pytest.raises(UserError, match="model.path: .* is not a whole checkpoint: its content does not"):
+        load_any_policy(str(path))
+    hash_path(path).unlink()
+    assert damage(path) is None  # no hash saved: its archive is whole
+    io.save_checkpoint({"global_step": 2}, path)
+    io.remove_checkpoint(path)
+    assert list(tmp_path.iterdir()) == []
 
 
 def test_last_checkpoint_by_step_and_sharded_folders(tmp_path):

@@ -2,8 +2,10 @@
 kill during the final pass@k, a resume past trainer.max_steps, a truncated newest checkpoint,
 a checkpoint of another objective, two runs in one run_dir, a finished run_dir re-used."""
 
+import hashlib
 import json
 import os
+import shlex
 import shutil
 import signal
 import socket
@@ -17,9 +19,10 @@ import torch
 from safetensors.torch import load_file
 from test_cli import run_cli
 
-from nsr_lightning.checkpoint import check_resumable, find_last
+from nsr_lightning.checkpoint import check_resumable, find_last, hash_path
 from nsr_lightning.cli import main
 from nsr_lightning.errors import UserError
+from nsr_lightning.run_dir import hydra_quote
 
 TINY = ["trainer.max_steps=4", "data.batch_size=2", "rollout.n=4", "rollout.sampling.max_new_tokens=16"]
 TINY += ["algo.mini_batch_size=4", "callbacks=none", "trainer.enable_progress_bar=false"]
@@ -57,10 +60,57 @@ def test_a_stop_signal_saves_the_last_step_and_resume_is_exact(signum, whole, tm
     assert "Traceback" not in proc.stderr
     assert torch.load(find_last(run), weights_only=True)["global_step"] == 3
     assert not (run / "final_model").exists() and not (run / ".lock").exists()
-    hint = proc.stderr.split("to resume: python -m nsr_lightning ")[1].split()
-    assert hint[0] == "fit" and "ckpt_path=last" in hint and f"run_dir={run}" in hint
+    hint = shlex.split(proc.stderr.split("to resume: python -m nsr_lightning ")[1].splitlines()[0])
+    assert hint[0] == "fit" and "ckpt_path=last" in hint and f"run_dir='{run}'" in hint
     assert main(hint) == 0
     assert same(weights(run), weights(whole))
+
+
+ODD_RUN_DIRS = [
+    "my run ü 日本",
+    "a'b\"c",
+    "a=b,c [d] {e}",
+    "back\\slash\\",
+    "x\\'y",
+    "${oc.env:HOME}",
+    "$HOME `ls`;|&",
+]
+
+
+@pytest.mark.parametrize("name", ODD_RUN_DIRS)
+def test_the_resume_command_reads_back_as_the_same_run_dir(name, tmp_path):
+    """The printed command, split as a shell splits it, gives Hydra (and OmegaConf) back the run_dir
+    exactly: spaces, quotes, '=', ',', brackets, backslashes, `${...}` and non-ASCII letters."""
+    from nsr_lightning.cli import compose
+    from nsr_lightning.run_dir import resume_command
+
+    run_dir = str(tmp_path / name)
+    argv = shlex.split(resume_command("fit", ["trainer.max_steps=4", "+callbacks.x.y='a b'"], run_dir))
+    assert argv[:4] == ["python", "-m", "nsr_lightning", "fit"]
+    assert argv[4:6] == ["trainer.max_steps=4", "+callbacks.x.y='a b'"]  # the user's own, verbatim
+    assert compose("fit", [argv[4], *argv[6:]]).run_dir == run_dir
+
+
+def test_the_printed_resume_command_runs_in_a_shell_for_an_odd_run_dir(tmp_path):
+    """SIGTERM inside step 2 of a run whose run_dir has spaces, quotes, '=' and non-ASCII letters;
+    the printed command, run as is by bash, resumes it to a final model."""
+    run = tmp_path / "R" / "my run ü 日本 'q' a=b"
+    sig = ["+callbacks.sig._target_=helpers.signal_at.SignalAt", "+callbacks.sig.step=2"]
+    args = ["fit", *TINY, "checkpoint.every_n_steps=0", *sig, "run_dir=" + hydra_quote(str(run))]
+    proc = run_cli(args, env=ENV)
+    assert proc.returncode == 143, proc.stderr[-3000:]
+    hint = proc.stderr.split("to resume: ")[1].splitlines()[0]
+    path = os.pathsep.join([str(Path(sys.executable).parent), os.environ["PATH"]])  # `python` is ours
+    proc = subprocess.run(
+        ["bash", "-c", hint],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        env={**os.environ, **ENV, "PATH": path},
+    )
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert f"resuming from {run}" in proc.stdout
+    assert (run / "final_model" / "model.safetensors").is_file()
 
 
 def test_sigterm_on_every_ddp_rank_stops_them_together(tmp_path):
@@ -78,19 +128,24 @@ def test_sigterm_on_every_ddp_rank_stops_them_together(tmp_path):
 
 
 def test_a_kill_during_the_final_pass_at_k_is_finished_by_the_resume(tmp_path):
-    """SIGKILL in on_train_end, after the last step's checkpoint and before the "after" pass@k:
-    the resumed run (training already done) still runs the pass@k and writes the final model."""
+    """The default callbacks and progress bar; SIGKILL inside the "after" pass@k, after the last
+    step's checkpoint: the same command with ckpt_path=last (training already done) runs the end
+    of the run, the progress bar's included, and writes the before / after table and the final model."""
     run = tmp_path / "run"
-    pass_at_k = ["+callbacks.pass_at_k._target_=nsr_lightning.callbacks.PassAtKCallback"]
-    pass_at_k += ["+callbacks.pass_at_k.n=2", "data.num_heldout_problems=2"]
-    args = [*TINY, "trainer.max_steps=2", "checkpoint.every_n_steps=1", f"run_dir={run}"]
-    die = ["+callbacks.die._target_=helpers.signal_at.KillAtTrainEnd"]
-    proc = run_cli(["fit", *args, *die, *pass_at_k], env=ENV)  # die's on_train_end runs first
+    args = [a for a in TINY if a.split("=")[0] not in ("callbacks", "trainer.enable_progress_bar")]
+    args += ["trainer.max_steps=2", "checkpoint.every_n_steps=1", f"run_dir={run}"]
+    args += ["callbacks.pass_at_k.n=2", "data.num_heldout_problems=2"]
+    die = ["+callbacks.die._target_=helpers.signal_at.KillInFinalPassAtK"]
+    proc = run_cli(["fit", *args, *die], env=ENV)
     assert proc.returncode == -signal.SIGKILL, proc.stderr[-3000:]
+    assert torch.load(find_last(run), weights_only=True)["global_step"] == 2
     assert not (run / "final_model").exists()
-    assert main(["fit", *args, *pass_at_k, "ckpt_path=last"]) == 0
+    proc = run_cli(["fit", *args, "ckpt_path=last"], env=ENV)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert "training was already done at step 2" in proc.stdout + proc.stderr
     (history,) = [json.loads(p.read_text()) for p in run.glob("csv/version_1/pass_at_k.json")]
     assert [h["tag"] for h in history] == ["before", "after"]
+    assert "\nafter         synthetic" in proc.stderr
     assert (run / "final_model" / "model.safetensors").is_file()
 
 
@@ -105,6 +160,35 @@ def test_a_truncated_newest_checkpoint_falls_back_with_a_line(whole, tmp_path, c
     err = capsys.readouterr().err
     assert f"ckpt_path=last: skipping {newest}: its archive is not whole" in err
     assert "falling back to the newest intact one" in err
+    assert same(weights(run), weights(whole))  # step 4 trained again from step 3's checkpoint
+
+
+def test_a_newest_checkpoint_corrupted_in_place_falls_back_with_a_line(whole, tmp_path, capsys):
+    """1 KB in the middle of the step-4 checkpoint overwritten, its size kept (its zip archive still
+    reads): an explicit ckpt_path to it is refused in one line; ckpt_path=last skips it with one
+    line, resumes from step 3 and ends with the uninterrupted run's weights."""
+    run = tmp_path / "run"
+    shutil.copytree(whole, run)
+    shutil.rmtree(run / "final_model")
+    newest = find_last(run)
+    assert newest.name == "epoch=0-step=4.ckpt"
+    assert (
+        hash_path(newest).read_text() == f"{hashlib.sha256(newest.read_bytes()).hexdigest()}  {newest.name}\n"
+    )
+    data = bytearray(newest.read_bytes())
+    mid = len(data) // 2
+    data[mid : mid + 1024] = bytes(b ^ 0xFF for b in data[mid : mid + 1024])
+    newest.write_bytes(bytes(data))
+    assert newest.stat().st_size == len(data)
+    assert main(["fit", *TINY, f"ckpt_path={newest}", f"run_dir={run}"]) == 2
+    err = capsys.readouterr().err
+    assert (
+        err.count("\n") == 1 and f"ckpt_path: {newest} is not a whole checkpoint: its content does not" in err
+    )
+    assert main(["fit", *TINY, "checkpoint.every_n_steps=1", "ckpt_path=last", f"run_dir={run}"]) == 0
+    err = capsys.readouterr().err
+    (line,) = [x for x in err.splitlines() if "ckpt_path=last: skipping" in x]
+    assert f"skipping {newest}: its content does not match the sha256 saved with it" in line
     assert same(weights(run), weights(whole))  # step 4 trained again from step 3's checkpoint
 
 

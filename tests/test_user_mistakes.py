@@ -1,6 +1,7 @@
 """The command line as a new user meets it: --help, --cfg job, run_dir=~/x, Ctrl-C on evaluate,
 and every user mistake answered with exit code 2 and one line naming the key or file."""
 
+import shlex
 import signal
 import subprocess
 import sys
@@ -17,9 +18,11 @@ def test_help_prints_the_groups_and_the_common_keys(capsys):
         out = capsys.readouterr().out
         assert "objective=" in out and "nsr|ppo|psr" in out and "trainer=" in out
         assert "trainer.max_steps" in out and "checkpoint.every_n_steps" in out
+    assert "trainer.<arg>" in out  # fit builds a lightning.Trainer
     assert main(["evaluate", "--help"]) == 0
     out = capsys.readouterr().out
     assert "preset=" in out and "data.datasets" in out and "device" in out
+    assert "trainer.<arg>" not in out  # evaluate builds no Trainer: its device is `device=`
 
 
 def test_cfg_job_prints_the_composed_config(capsys):
@@ -59,8 +62,8 @@ def test_ctrl_c_on_evaluate_prints_the_resume_command_and_no_traceback(tmp_path)
     out, err = proc.communicate(timeout=120)
     assert proc.returncode == 130, err[-3000:]
     assert "Traceback" not in err
-    hint = err.split("to resume: python -m nsr_lightning ")[1].split()
-    assert hint[0] == "evaluate" and f"run_dir={run}" in hint
+    hint = shlex.split(err.split("to resume: python -m nsr_lightning ")[1].splitlines()[0])
+    assert hint[0] == "evaluate" and f"run_dir='{run}'" in hint
 
 
 def _files(tmp_path):

@@ -172,7 +172,7 @@ def _hub_rows(name: str, hub_id: str, split: str, config: str | None) -> list[di
     except ImportError:
         raise UserError(
             f"data set {name}: loading {hub_id} from the hub needs the `datasets` package "
-            "(pip install 'nsr-lightning[hub]'), or give a local file as its path"
+            "(pip install -e '.[hub]' in the clone), or give a local file as its path"
         ) from None
     try:
         return list(datasets.load_dataset(hub_id, config, split=split))

@@ -7,7 +7,7 @@ from nsr_lightning.metrics.bootstrap import (
     pass_at_k_diff_ci,
 )
 from nsr_lightning.metrics.pass_at_k import ks_for, pass_at_k, pass_at_k_table
-from nsr_lightning.metrics.rollout import RatioMetric, group_outcomes
+from nsr_lightning.metrics.rollout import RatioMetric
 
 __all__ = [
     "Crossover",
@@ -15,7 +15,6 @@ __all__ = [
     "crossover_k_ci",
     "mean_diff_ci",
     "RatioMetric",
-    "group_outcomes",
     "ks_for",
     "pass_at_k",
     "pass_at_k_ci",

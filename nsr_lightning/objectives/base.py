@@ -179,12 +179,15 @@ class Objective:
         """The knobs of this objective, for logs (so a chosen lambda is always visible)."""
         return {k: v for k, v in vars(self).items() if not k.startswith("_")}
 
-    def loss_units(self, mask: Tensor) -> float:
+    def loss_units(self, mask: Tensor) -> Tensor:
         """What the aggregation mode averages over, counted in `mask` (b, T): response tokens
-        (token-mean) or sequences (the seq-mean modes). The update weighs each micro-batch's
-        loss by its units over the units of the global mini-batch (all ranks, all micro-batches),
-        so the summed gradient is the whole mini-batch's on any number of ranks."""
-        return float(mask.sum()) if self.loss_agg_mode == "token-mean" else float(mask.shape[0])
+        (token-mean) or sequences (the seq-mean modes), a 0-dim tensor on the mask's device (no
+        host read). The update weighs each micro-batch's loss by its units over the units of the
+        global mini-batch (all ranks, all micro-batches), so the summed gradient is the whole
+        mini-batch's on any number of ranks."""
+        if self.loss_agg_mode == "token-mean":
+            return mask.sum()
+        return torch.tensor(mask.shape[0], device=mask.device)
 
     # ---- the loss -----------------------------------------------------------------------------
     def loss(

@@ -58,10 +58,11 @@ def group_stats(rewards: Tensor, group_ids: Tensor, extra_value: float = 0.0, ex
     (NGRPO's advantage calibration). Returns (mean, unbiased std, n_correct, size) per sample,
     each (N,); the std is 0 for a group of one.
     """
-    _, inverse = torch.unique(group_ids, return_inverse=True)
-    n_groups = int(inverse.max()) + 1 if len(inverse) else 0
+    inverse = dense_group_ids(group_ids)
     r = rewards.to(torch.float64)
-    zeros = torch.zeros(n_groups, dtype=torch.float64, device=rewards.device)
+    zeros = torch.zeros(
+        len(inverse), dtype=torch.float64, device=rewards.device
+    )  # slots past the groups: unused
     size = zeros.index_add(0, inverse, torch.ones_like(r)) + extra_count  # (G,)
     total = zeros.index_add(0, inverse, r) + extra_count * extra_value
     mean = total / size
@@ -70,6 +71,31 @@ def group_stats(rewards: Tensor, group_ids: Tensor, extra_value: float = 0.0, ex
     std = (sq / (size - 1).clamp(min=1)).sqrt()
     n_correct = zeros.index_add(0, inverse, (rewards > 0).to(torch.float64))
     return mean[inverse], std[inverse], n_correct[inverse], (size - extra_count)[inverse]
+
+
+def dense_group_ids(group_ids: Tensor) -> Tensor:
+    """(N,) group ids -> (N,) ids 0, 1, ... in the order of the values (what `torch.unique(...,
+    return_inverse=True)` gives), without reading anything on the host: no wait for the device.
+    There are at most N groups, so tensors of N slots hold every group's sums."""
+    if len(group_ids) == 0:
+        return group_ids.long()
+    sorted_ids, order = torch.sort(group_ids, stable=True)
+    starts = torch.zeros(len(group_ids), dtype=torch.long, device=group_ids.device)
+    starts[1:] = (sorted_ids[1:] != sorted_ids[:-1]).long()  # 1 where a new group begins
+    dense = torch.empty_like(starts)
+    dense[order] = starts.cumsum(0)
+    return dense
+
+
+def group_outcomes(correct: Tensor, group_ids: Tensor) -> tuple[Tensor, Tensor, Tensor]:
+    """Per-group (prompt) counts, the paper's Figure 4: (groups, fully solved groups, fully
+    unsolved groups), 0-dim tensors on the device (no host read)."""
+    inverse = dense_group_ids(group_ids)
+    zeros = torch.zeros(len(inverse), device=correct.device)  # N slots: at most N groups
+    n_correct = zeros.index_add(0, inverse, correct.float())
+    n_total = zeros.index_add(0, inverse, torch.ones_like(correct, dtype=torch.float))
+    present = n_total > 0
+    return present.sum(), ((n_correct == n_total) & present).sum(), ((n_correct == 0) & present).sum()
 
 
 def masked_mean(values: Tensor, mask: Tensor) -> Tensor:

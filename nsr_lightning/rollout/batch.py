@@ -75,8 +75,8 @@ class RolloutBatch:
             value = getattr(self, f.name)
             if isinstance(value, Tensor):
                 out[f.name] = value[index.to(value.device)]
-            elif isinstance(value, list):
-                out[f.name] = [value[i] for i in index.tolist()]
+            elif isinstance(value, list):  # texts; an empty list (not needed any more) stays empty
+                out[f.name] = [value[i] for i in index.tolist()] if value else []
             else:
                 out[f.name] = value
         return replace(self, **out)

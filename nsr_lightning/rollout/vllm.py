@@ -84,7 +84,7 @@ class VLLMEngine:
             enforce_eager=enforce_eager,
             enable_prefix_caching=enable_prefix_caching,
             # the sampled token's logprob after temperature (and top-k / top-p): the distribution
-            # sampled, as the trainer scores it (README, "Temperature"); None: vLLM's default (raw)
+            # sampled, as the trainer scores it (docs/real-model.md, "Temperature"); None: vLLM's default (raw)
             logprobs_mode=logprobs_mode,
             **(engine_kwargs or {}),
         )

@@ -23,3 +23,19 @@ class KillAtTrainEnd(L.Callback):
 
     def on_train_end(self, trainer, pl_module) -> None:
         os.kill(os.getpid(), signal.SIGKILL)
+
+
+class KillInFinalPassAtK(L.Callback):
+    """SIGKILL inside the final ("after") pass@k, once its samples are scored and before they are
+    recorded: a run killed at its end, whatever the order of the callbacks."""
+
+    def setup(self, trainer, pl_module, stage) -> None:
+        (pass_at_k,) = [c for c in trainer.callbacks if type(c).__name__ == "PassAtKCallback"]
+        counts, evaluate = pass_at_k._counts, pass_at_k.evaluate
+
+        def evaluate_then_die(trainer, pl_module, tag):
+            if tag == "after":
+                pass_at_k._counts = lambda *args: [counts(*args), os.kill(os.getpid(), signal.SIGKILL)]
+            return evaluate(trainer, pl_module, tag)
+
+        pass_at_k.evaluate = evaluate_then_die
