@@ -24,13 +24,17 @@ def build_fit(cfg):
     engine = instantiate(cfg.rollout.engine, tokenizer=tokenizer)
     reward = instantiate(cfg.reward)
     rollout = RolloutCallback(
-        engine, reward, n=cfg.rollout.n, sampling=OmegaConf.to_container(cfg.rollout.sampling), seed=cfg.seed
+        engine,
+        reward,
+        n=cfg.rollout.n,
+        sampling=OmegaConf.to_container(cfg.rollout.sampling, resolve=True),
+        seed=cfg.seed,
     )
     callbacks = [RunEndCallback(), rollout] + [instantiate(c) for c in cfg.callbacks.values()]
     loggers = [instantiate(c) for c in cfg.logger.values()]
-    algo = OmegaConf.to_container(cfg.algo)
+    algo = OmegaConf.to_container(cfg.algo, resolve=True)
     if cfg.rollout.get("correction") is not None:  # the engine's rollout correction (update.py)
-        algo["rollout_correction"] = OmegaConf.to_container(cfg.rollout.correction)
+        algo["rollout_correction"] = OmegaConf.to_container(cfg.rollout.correction, resolve=True)
     trainer_args = OmegaConf.to_container(cfg.trainer, resolve=True)
     # A strategy given as an object (trainer=fsdp8: ModelParallelStrategy) rather than a name
     plugins = []
@@ -52,7 +56,7 @@ def build_fit(cfg):
         dtype=cfg.model.dtype,
         objective=objective,
         seed=cfg.seed,
-        fsdp=OmegaConf.to_container(cfg.fsdp) if "fsdp" in cfg else None,
+        fsdp=OmegaConf.to_container(cfg.fsdp, resolve=True) if "fsdp" in cfg else None,
         **algo,
     )
     return trainer, module, datamodule
@@ -83,7 +87,7 @@ def build_evaluate(cfg):
         problems[name] = load_problems(
             name, path=paths.get(name), fields=fields.get(name), limit=limit, seed=data.synthetic_seed
         )
-    sampling = SamplingConfig(**OmegaConf.to_container(cfg.sampling))
+    sampling = SamplingConfig(**OmegaConf.to_container(cfg.sampling, resolve=True))
     model, tokenizer_source = load_any_policy(cfg.model.path, cfg.model.dtype, cfg.model.get("base_model"))
     device = cfg.device if cfg.device != "auto" else ("cuda" if torch.cuda.is_available() else "cpu")
     model.to(device)
@@ -97,7 +101,7 @@ def build_evaluate(cfg):
     settings = {
         "model": str(cfg.model.path),
         "n": cfg.n,
-        "sampling": OmegaConf.to_container(cfg.sampling),
+        "sampling": OmegaConf.to_container(cfg.sampling, resolve=True),
         "seed": cfg.seed,
         "template": data.template,
         "chunk_size": chunk_size,

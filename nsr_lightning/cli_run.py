@@ -84,7 +84,9 @@ def run_fit(cfg, trainer, module, datamodule, overrides: list[str] | None = None
         print(f"objective: {module.objective.name} {module.objective.config()}", flush=True)
     for logger in trainer.loggers:
         try:  # the first write: W&B's online login happens here
-            logger.log_hyperparams({"objective": module.objective.config(), **OmegaConf.to_container(cfg)})
+            logger.log_hyperparams(
+                {"objective": module.objective.config(), **OmegaConf.to_container(cfg, resolve=True)}
+            )
         except Exception as e:
             if not type(e).__module__.startswith("wandb"):
                 raise

@@ -44,6 +44,7 @@ def check_config(cfg) -> None:
     values = {key: _select(cfg, key) for key in keys}
     check_values({key: value for key, value in values.items() if value is not _ABSENT})
     _unknown_keys(cfg)
+    check_context(cfg)
     if "objective" not in cfg:
         return
     from hydra.errors import HydraException
@@ -53,6 +54,32 @@ def check_config(cfg) -> None:
         instantiate(cfg.objective)
     except (ValueError, TypeError, ImportError, HydraException) as e:  # unknown names, Hydra's wrapping
         raise UserError(_innermost(e)) from None
+
+
+# every response budget of fit (training, pass@k, held-out) and evaluate, and the contexts it must fit in
+NEW_TOKENS = (
+    "rollout.sampling.max_new_tokens",
+    "callbacks.pass_at_k.max_new_tokens",
+    "callbacks.heldout.max_new_tokens",
+    "sampling.max_new_tokens",
+)
+CONTEXTS = ("model.max_model_len", "rollout.engine.max_model_len")
+
+
+def check_context(cfg) -> None:
+    """Each max_new_tokens below the context the config names (model=qwen2_5_math_7b: 4,096): the
+    prompt needs room too. Models without model.max_model_len are not checked here."""
+    limits = [(key, v) for key in CONTEXTS if isinstance(v := _select(cfg, key), int) and v > 0]
+    if not limits:
+        return
+    context, limit = min(limits, key=lambda kv: kv[1])
+    for key in NEW_TOKENS:
+        value = _select(cfg, key)
+        if isinstance(value, int) and value >= limit:
+            raise ConfigError(
+                f"{key} ({value}) does not fit {context} ({limit}): the prompt needs room too; "
+                f"set {key} below {limit} (e.g. {limit * 3 // 4})"
+            )
 
 
 def _innermost(e: BaseException) -> str:

@@ -78,6 +78,16 @@ class Objective:
     name = "base"
     ratio_metrics: tuple[str, ...] = ()  # step ratios of its own (StepStats), beyond the shared ones
 
+    def __init_subclass__(cls, **kwargs) -> None:
+        """Refuse a subclass that overrides `advantages`: it would silently skip the lambda_pos /
+        lambda_neg weights (and the sample dropping of PSR / NSR built on them)."""
+        super().__init_subclass__(**kwargs)
+        if "advantages" in cls.__dict__:
+            raise TypeError(
+                f"{cls.__module__}.{cls.__qualname__} overrides advantages; override raw_advantages "
+                "instead (advantages multiplies it by the lambda_pos / lambda_neg weights)"
+            )
+
     def __init__(
         self,
         *,

@@ -83,7 +83,7 @@ class PPO(Objective):
     def extra_models(self) -> dict[str, TrainedModel]:
         return {"critic": TrainedModel(lr=self.critic_lr, path=self.critic_model_path)}
 
-    def advantages(self, rewards: Tensor, group_ids: Tensor) -> Tensor:
+    def raw_advantages(self, rewards: Tensor, group_ids: Tensor) -> Tensor:
         raise TypeError("PPO's advantages are per token, from its critic: see step_advantages")
 
     def step_advantages(
