@@ -1,6 +1,7 @@
 """Per-phase probes of `scripts/bench_step.py`: `--counts` (device-independent work, through
 `nsr_lightning.op_counts.OpCounts`) and `--profile` (torch.profiler: what the device and its
-driver did), for the `ours` and `raw` sides, phase by phase, on the measured steps only.
+driver did), for the `ours` and `raw` sides phase by phase (TRL's as one phase), on the measured
+steps only.
 
 Phases: `generate` (ours: the rollout engine's `generate`, i.e. sampling and the RolloutBatch;
 raw: the lean decode loop), `update` (ours: `Update.run`, i.e. forward + backward + optimizer
