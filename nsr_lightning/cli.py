@@ -78,9 +78,26 @@ def load_config(command: str, overrides: list[str]):
     try:
         cfg = compose(command, overrides)
     except (HydraException, OmegaConfBaseException, ValueError, TypeError) as e:
-        raise UserError(_one_message(e)) from None
+        raise UserError(_mistyped_key(command, overrides, e) or _one_message(e)) from None
     check_config(cfg)
     return cfg
+
+
+def _mistyped_key(command: str, overrides: list[str], e: BaseException) -> str | None:
+    """Hydra's "Could not override 'algo.lrr'. To append to your config use +algo.lrr=..." as one
+    line naming the closest real key (adding it with '+' would only fail as an unknown key)."""
+    from nsr_lightning.config_check import closest_key
+
+    text = str(e)
+    if not text.startswith("Could not override '"):
+        return None
+    key = text.split("'")[1]
+    try:
+        cfg = compose(command, [o for o in overrides if o.split("=", 1)[0].lstrip("+") != key])
+    except Exception:  # another override is wrong too: Hydra's own message then
+        return None
+    hint = closest_key(key, cfg) or " (see the keys: python -m nsr_lightning " + command + " --cfg job)"
+    return f"{key}: no such config key{hint}"
 
 
 def _quote_path(override: str) -> str:
@@ -141,7 +158,7 @@ def main(argv: list[str] | None = None) -> int:
 
     from nsr_lightning.checkpoint import resolve_ckpt_path
     from nsr_lightning.errors import RunStopped, UserError, disk_full_error, is_disk_full
-    from nsr_lightning.preflight import check_online_logger, check_run_folders
+    from nsr_lightning.preflight import check_accelerator, check_online_logger, check_run_folders
     from nsr_lightning.run_dir import RunLock, check_not_finished, is_launcher, set_signal
 
     lock = None
@@ -155,6 +172,7 @@ def main(argv: list[str] | None = None) -> int:
             if print_cfg:
                 print(OmegaConf.to_yaml(cfg, resolve=True))
                 return 0
+            check_accelerator(cfg)
             check_run_folders(cfg, command)  # writable, room to write: before loading anything
             check_online_logger(cfg)
             if is_launcher():  # one run per run_dir; Lightning's child ranks run under the parent's lock
