@@ -78,9 +78,26 @@ def load_config(command: str, overrides: list[str]):
     try:
         cfg = compose(command, overrides)
     except (HydraException, OmegaConfBaseException, ValueError, TypeError) as e:
-        raise UserError(_mistyped_key(command, overrides, e) or _one_message(e)) from None
+        raise UserError(_mistyped_key(command, overrides, e) or _hydra_line(e) or _one_message(e)) from None
     check_config(cfg)
     return cfg
+
+
+def _hydra_line(e: BaseException) -> str | None:
+    """Hydra's multi-line messages as one line: an unknown option (its list of options joined),
+    an override its grammar cannot read (with how to quote it)."""
+    from hydra.errors import MissingConfigException, OverrideParseException
+
+    if isinstance(e, OverrideParseException):
+        why = e.message.splitlines()[0]
+        return f"{e.override}: cannot be read as an override ({why}); quote the value: '{e.override.split('=')[0]}=\"...\"'"
+    text = str(e).split("Config search path:")[0]
+    if isinstance(e, MissingConfigException) and "Available options in '" in text:
+        first, _, options = text.partition("Available options in '")
+        group, _, names = options.partition("':")
+        missing = first.split("Could not find '")[-1].split("'")[0]  # objective/foo
+        return f"{group}={missing.split('/')[-1]}: no such option; choose one of: {', '.join(names.split())}"
+    return None
 
 
 def _mistyped_key(command: str, overrides: list[str], e: BaseException) -> str | None:

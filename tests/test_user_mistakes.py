@@ -8,7 +8,8 @@ import time
 
 import pytest
 
-from nsr_lightning.cli import main
+from nsr_lightning.cli import load_config, main
+from nsr_lightning.models import TINY_MODEL
 
 
 def test_help_prints_the_groups_and_the_common_keys(capsys):
@@ -69,9 +70,14 @@ def _files(tmp_path):
     (tmp_path / "config.yaml").write_text("seed: 0\n")
     (tmp_path / "model.safetensors").write_bytes(b"\x08\x00\x00\x00\x00\x00\x00\x00{}      ")
     (tmp_path / "math.jsonl").write_text('{"problem": "1+1", "answer": "2"}\n')  # no 'solution'
+    long = "1+" * 500 + "1"  # 1,001 characters: 1,006 prompt tokens, the tiny model has 128 positions
+    (tmp_path / "long.jsonl").write_text(f'{{"problem": "1+1", "answer": "2"}}\n{{"problem": "{long}", "answer": "501"}}\n')
+    (tmp_path / "only_config").mkdir()
+    (tmp_path / "only_config" / "config.json").write_text((TINY_MODEL / "config.json").read_text())
 
 
 CUDA = __import__("torch").cuda.is_available()
+NO_SIGNAL = "no sample can carry a learning signal"
 # (command line, the fragment the one line must hold, reaches the build step: data files are read there)
 CASES = [
     ("evaluate n=0", "n must be an integer >= 1; got 0", False),
@@ -84,7 +90,7 @@ CASES = [
     ("evaluate data.datasets=[]", "data.datasets must be a non-empty list", False),
     ("evaluate model.dtype=float16 device=cpu", "device must be a CUDA GPU for model.dtype=float16", False),
     ("fit model.dtype=float16", "model.dtype must be float32 or bfloat16 on a CPU", False),
-    ("fit +algo.lrr=1e-4", "algo.lrr: unknown config key; algo has: lr, ", False),
+    ("fit +algo.lrr=1e-4", "algo.lrr: unknown config key (did you mean algo.lr?); algo has: lr, ", False),
     ("fit data=math", "with data=math add reward=math", False),
     ("fit ckpt_path={d}/config.yaml", "config.yaml is a .yaml file, not a training checkpoint", False),
     ("fit ckpt_path={d}/model.safetensors", "is a .safetensors file, not a training checkpoint", False),
@@ -99,6 +105,25 @@ CASES = [
         "math.jsonl: line 1: no 'solution' field",  # a data module's error, not wrapped by Hydra
         True,
     ),
+    # issue 25, item 4: silent no-ops and silent damage
+    ("fit objective=grpo rollout.sampling.temperature=0", f"every advantage is 0: {NO_SIGNAL}", False),
+    ("fit objective=dapo rollout.sampling.top_k=1", f"every advantage is 0: {NO_SIGNAL}", False),
+    ("fit objective=ngrpo objective.virtual_samples=0 rollout.sampling.temperature=0", NO_SIGNAL, False),
+    ("fit objective=ngrpo rollout.n=1", f"a group of one response gets advantage 0: {NO_SIGNAL}", False),
+    (
+        "evaluate data.datasets=[mine] data.paths.mine={d}/long.jsonl",
+        "longest prompt (mine problem 'mine-1': 1006 tokens) does not fit the model's context "
+        "(max_position_embeddings=128), with sampling.max_new_tokens=80",
+        True,
+    ),
+    (
+        "fit data.template='" + "x" * 200 + "{{problem}}'",  # every training prompt too long
+        "does not fit the model's context (max_position_embeddings=128), with rollout.sampling.max_new_tokens=80",
+        True,
+    ),
+    *([] if CUDA else [("fit trainer.accelerator=gpu", "this machine has 0 CUDA GPU(s)", False)]),
+    ("fit model.path={d}/only_config", "only_config has no tokenizer files", True),
+    ("fit algo.lrr=1e-4", "algo.lrr: no such config key (did you mean algo.lr?)", False),
 ]
 
 
@@ -128,3 +153,39 @@ def test_a_parquet_file_with_any_name_is_read_as_parquet(tmp_path):
     pq.write_table(pa.table({"problem": ["1+1"], "answer": ["2"]}), path)
     (problem,) = load_problems("mine", path=str(path))
     assert problem.answer == "2"
+
+
+WARNED = [  # a signal remains, but not the objective's own: warned once, the run goes on
+    ("objective=grpo rollout.n=1", "advantage is its reward (verl's convention)"),
+    ("objective=ngrpo rollout.sampling.temperature=0", "only all-wrong groups learn (through the 1 virtual"),
+    ("objective=grpo rollout.sampling.temperature=0 objective.entropy_coef=0.001", "only the entropy bonus"),
+]
+
+
+@pytest.mark.parametrize("line, fragment", WARNED, ids=[w[0] for w in WARNED])
+def test_a_run_with_another_signal_than_its_objectives_is_warned_once(line, fragment, capsys):
+    load_config("fit", [*line.split(), "run_dir=/tmp/unused"])
+    err = capsys.readouterr().err
+    assert err.startswith("warning: ") and err.count("\n") == 1 and fragment in err, err
+    load_config("fit", ["objective=grpo", "run_dir=/tmp/unused"])  # sampled groups: nothing said
+    assert capsys.readouterr().err == ""
+
+
+def test_prompt_lengths_against_the_context(capsys):
+    from nsr_lightning.errors import UserError
+    from nsr_lightning.preflight import check_prompt_lengths
+
+    config = type("Config", (), {"max_position_embeddings": 128})()
+    budget = ("rollout.sampling.max_new_tokens", 80)
+
+    def rows(*lengths):
+        return {"set": [{"id": f"p{n}", "prompt_ids": [0] * n} for n in lengths]}
+
+    check_prompt_lengths(rows(10, 48), config, budget)  # 48 + 80 = 128: within the context
+    assert capsys.readouterr().err == ""
+    check_prompt_lengths(rows(10, 49), config, budget)  # 49 + 80 = 129: fits, the response may not
+    err = capsys.readouterr().err
+    assert err.startswith("warning: the longest prompt (set problem 'p49': 49 tokens)") and err.count("\n") == 1
+    assert "lower rollout.sampling.max_new_tokens to 79 to stay within it" in err
+    with pytest.raises(UserError, match="'p128': 128 tokens.*max_position_embeddings=128.*longer than 48 tokens"):
+        check_prompt_lengths(rows(10, 128, 5), config, budget)  # no position left for a response
