@@ -59,6 +59,13 @@ def compose(command: str, overrides: list[str]):
         cfg = hydra_compose(config_name=command, overrides=overrides)
     # Lightning's child processes (LOCAL_RANK set) reuse the parent's folder; a fresh run gets its own.
     inherited = os.environ.get(RUN_DIR_ENV) if "LOCAL_RANK" in os.environ else None
+    if cfg.get("ckpt_path") == "last" and not (cfg.get("run_dir") or inherited):
+        from nsr_lightning.errors import UserError
+
+        raise UserError(
+            "ckpt_path=last needs run_dir=<the run's folder>: without one every run starts in a new "
+            "runs/<time> folder, where there is nothing to resume"
+        )
     run_dir = cfg.get("run_dir") or inherited or f"runs/{time.strftime('%Y-%m-%d_%H-%M-%S')}"
     run_dir = str(Path(run_dir).expanduser().resolve())
     os.environ[RUN_DIR_ENV] = run_dir
@@ -72,9 +79,10 @@ def load_config(command: str, overrides: list[str]):
     from hydra.errors import HydraException
     from omegaconf.errors import OmegaConfBaseException
 
-    from nsr_lightning.config_check import check_config
+    from nsr_lightning.config_check import check_command_keys, check_config
     from nsr_lightning.errors import UserError
 
+    check_command_keys(command, overrides)
     try:
         cfg = compose(command, overrides)
     except (HydraException, OmegaConfBaseException, ValueError, TypeError) as e:
@@ -88,10 +96,22 @@ def _hydra_line(e: BaseException) -> str | None:
     an override its grammar cannot read (with how to quote it)."""
     from hydra.errors import MissingConfigException, OverrideParseException
 
-    if isinstance(e, OverrideParseException):
-        why = e.message.splitlines()[0]
-        return f"{e.override}: cannot be read as an override ({why}); quote the value: '{e.override.split('=')[0]}=\"...\"'"
     text = str(e).split("Config search path:")[0]
+    if isinstance(e, OverrideParseException):
+        key, _, value = e.override.partition("=")
+        if key.startswith("-"):
+            return f"{e.override}: overrides are key=value, without dashes: {e.override.lstrip('-')}"
+        if "=" not in e.override:  # `algo.lr= 1e-4`: the shell split it at the space
+            return f"{e.override}: not key=value; write each override as key=value with no space around '='"
+        why = e.message.splitlines()[0]
+        return (
+            f"{e.override}: cannot be read as an override ({why}); write key=value, with a value that holds "
+            f"braces, spaces or quotes in quotes: '{key}=\"{value}\"'"
+        )
+    if text.startswith("Ambiguous value for argument"):  # a comma: a list or a sweep?
+        override = text.split("'")[1]
+        key, _, value = override.partition("=")
+        return f"{override}: a comma makes a sweep; for a list write {key}=[{value}], for text '{key}=\"{value}\"'"
     if isinstance(e, MissingConfigException) and "Available options in '" in text:
         first, _, options = text.partition("Available options in '")
         group, _, names = options.partition("':")

@@ -8,10 +8,12 @@ def build_fit(cfg):
     import lightning as L
     import transformers
     from hydra.utils import instantiate
+    from lightning.fabric.utilities.exceptions import MisconfigurationException
     from omegaconf import OmegaConf
 
     from nsr_lightning.callbacks import RolloutCallback, RunEndCallback
     from nsr_lightning.checkpoint import AtomicCheckpointIO, periodic_checkpoints
+    from nsr_lightning.errors import UserError
     from nsr_lightning.models import load_model_config, load_tokenizer
     from nsr_lightning.module import RLVRModule
     from nsr_lightning.preflight import check_prompt_lengths
@@ -42,13 +44,16 @@ def build_fit(cfg):
             plugins.append(AtomicCheckpointIO())
     if isinstance(trainer_args.get("strategy"), dict):
         trainer_args["strategy"] = instantiate(trainer_args["strategy"])
-    trainer = L.Trainer(
-        **trainer_args,
-        logger=loggers or False,
-        callbacks=callbacks,
-        plugins=plugins or None,
-        default_root_dir=cfg.run_dir,
-    )
+    try:
+        trainer = L.Trainer(
+            **trainer_args,
+            logger=loggers or False,
+            callbacks=callbacks,
+            plugins=plugins or None,
+            default_root_dir=cfg.run_dir,
+        )
+    except MisconfigurationException as e:  # Lightning's refusal of a trainer.* value, one line
+        raise UserError(f"trainer: {str(e).splitlines()[0]}") from None
     module = RLVRModule(  # last: it loads the weights
         model_path=cfg.model.path,
         dtype=cfg.model.dtype,

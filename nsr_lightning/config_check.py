@@ -47,6 +47,21 @@ def _unknown_keys(cfg) -> None:
                 raise ConfigError(f"{prefix}.{name}: unknown config key{hint}; {prefix} has: {', '.join(known)}")
 
 
+# one setting, two commands: (fit's key, evaluate's key)
+SAME_SETTING = (("rollout.n", "n"), ("rollout.sampling", "sampling"))
+
+
+def check_command_keys(command: str, overrides: list[str]) -> None:
+    """The other command's key for a setting: one line naming this command's key (`evaluate
+    rollout.n=64` would compose, evaluate has the rollout group for its engine, and change nothing)."""
+    for override in overrides:
+        key = override.split("=", 1)[0].lstrip("+~")
+        for fit_key, evaluate_key in SAME_SETTING:
+            wrong, right = (fit_key, evaluate_key) if command == "evaluate" else (evaluate_key, fit_key)
+            if key == wrong or key.startswith(wrong + "."):
+                raise ConfigError(f"{key}: not used by {command}; set {right + key[len(wrong) :]} instead")
+
+
 _ABSENT = object()
 
 

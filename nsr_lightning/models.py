@@ -55,7 +55,7 @@ TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "tokenizer.model",
 
 def load_tokenizer(path: str):
     src, local_only = _check_source(path)
-    if local_only and not any((Path(src) / name).is_file() for name in TOKENIZER_FILES):
+    if Path(src).is_dir() and not any((Path(src) / name).is_file() for name in TOKENIZER_FILES):
         raise UserError(
             f"model.path: {src} has no tokenizer files ({', '.join(TOKENIZER_FILES[:2])}, ...); copy them "
             "from the model it was made from (tokenizer.save_pretrained(path))"
