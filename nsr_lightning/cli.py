@@ -79,10 +79,10 @@ def load_config(command: str, overrides: list[str]):
     from hydra.errors import HydraException
     from omegaconf.errors import OmegaConfBaseException
 
-    from nsr_lightning.config_check import check_command_keys, check_config
+    from nsr_lightning.config_check import check_overrides, check_config
     from nsr_lightning.errors import UserError
 
-    check_command_keys(command, overrides)
+    check_overrides(command, overrides)
     try:
         cfg = compose(command, overrides)
     except (HydraException, OmegaConfBaseException, ValueError, TypeError) as e:
@@ -172,7 +172,8 @@ def _one_message(e: BaseException) -> str:
         inner = inner.__cause__ or inner.__context__
     while e.__cause__ is not None and isinstance(e.__cause__, (ValueError, TypeError, UserError)):
         e = e.__cause__
-    return str(e).split("Config search path:")[0].strip()
+    lines = [line.strip() for line in str(e).split("Config search path:")[0].splitlines() if line.strip()]
+    return "; ".join(lines)  # one line (OmegaConf adds "full_key: ..." lines)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -235,6 +236,15 @@ def main(argv: list[str] | None = None) -> int:
         if not is_disk_full(e):
             raise
         print(f"error: {disk_full_error(e.filename or '.', e)}", file=sys.stderr, flush=True)
+        return 1
+    except BrokenPipeError:  # stdout piped into a command that ended (`| head`): nowhere to print
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())  # no second error at exit
+        print(
+            "error: the output pipe closed (`| head`?), so the run stopped; send the output to a file "
+            "(`> log.txt 2>&1`) or through `| tee log.txt`",
+            file=sys.stderr,
+            flush=True,
+        )
         return 1
     except KeyboardInterrupt as e:  # Ctrl-C or SIGTERM before the run started: nothing to resume
         signum = e.args[0] if e.args and isinstance(e.args[0], int) else signal.SIGINT

@@ -51,11 +51,15 @@ def _unknown_keys(cfg) -> None:
 SAME_SETTING = (("rollout.n", "n"), ("rollout.sampling", "sampling"))
 
 
-def check_command_keys(command: str, overrides: list[str]) -> None:
-    """The other command's key for a setting: one line naming this command's key (`evaluate
-    rollout.n=64` would compose, evaluate has the rollout group for its engine, and change nothing)."""
+def check_overrides(command: str, overrides: list[str]) -> None:
+    """Overrides that would compose but do nothing or something else: a key with a rule deleted
+    (`~algo.lr`: the code's own default would apply), the other command's key for a setting
+    (`evaluate rollout.n=64`: evaluate has the rollout group for its engine, its n is `n`)."""
     for override in overrides:
         key = override.split("=", 1)[0].lstrip("+~")
+        if override.startswith("~") and any(k == key or k.startswith(key + ".") for k in BY_KEY):
+            what = f"set {key}=<value> ({BY_KEY[key][0]})" if key in BY_KEY else f"set the keys of {key}"
+            raise ConfigError(f"{override}: {key} cannot be deleted (the code would use a default of its own); {what}")
         for fit_key, evaluate_key in SAME_SETTING:
             wrong, right = (fit_key, evaluate_key) if command == "evaluate" else (evaluate_key, fit_key)
             if key == wrong or key.startswith(wrong + "."):

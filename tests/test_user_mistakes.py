@@ -124,6 +124,22 @@ CASES = [
     *([] if CUDA else [("fit trainer.accelerator=gpu", "this machine has 0 CUDA GPU(s)", False)]),
     ("fit model.path={d}/only_config", "only_config has no tokenizer files", True),
     ("fit algo.lrr=1e-4", "algo.lrr: no such config key (did you mean algo.lr?)", False),
+    # issue 25, item 6: a careless user's pass (docs/reliability.md lists the cases left as they are)
+    ("fit rollout.nn=2", "rollout.nn: no such config key (did you mean rollout.n?)", False),
+    ("fit foo.bar=1", "foo.bar: no such config key (see the keys: python -m nsr_lightning fit --cfg job)", False),
+    ("fit objective=foo", "objective=foo: no such option; choose one of: dapo, dr_grpo, grpo, ngrpo, nsr,", False),
+    ("evaluate preset=foo", "preset=foo: no such option; choose one of: qwen25_math, qwen3_nonthinking,", False),
+    ("fit data.template=Q:{{problem}}", """write key=value, with a value that holds braces, spaces or quotes in quotes: 'data.template="Q:{problem}"'""", False),
+    ("evaluate data.datasets=a,b", """a comma makes a sweep; for a list write data.datasets=[a,b], for text 'data.datasets="a,b"'""", False),
+    ("fit --trainer.max_steps=2", "--trainer.max_steps=2: overrides are key=value, without dashes: trainer.max_steps=2", False),
+    ("fit algo.lr= 1e-4", "1e-4: not key=value; write each override as key=value with no space around '='", False),
+    ("evaluate rollout.n=64", "rollout.n: not used by evaluate; set n instead", False),
+    ("evaluate rollout.sampling.temperature=0.5", "not used by evaluate; set sampling.temperature instead", False),
+    ("fit n=4", "n: not used by fit; set rollout.n instead", False),
+    ("fit sampling.temperature=0.5", "not used by fit; set rollout.sampling.temperature instead", False),
+    ("fit ~algo.lr", "~algo.lr: algo.lr cannot be deleted (the code would use a default of its own); set algo.lr=", False),
+    ("fit ~algo", "~algo: algo cannot be deleted (the code would use a default of its own); set the keys of algo", False),
+    ("fit trainer.devices=0", "trainer: `Trainer(devices=0)` value is not a valid input using cpu accelerator", True),
 ]
 
 
@@ -141,6 +157,13 @@ def test_every_user_mistake_is_exit_2_and_one_line(line, fragment, builds, tmp_p
     assert err.startswith("error: ") and err.count("\n") == 1, err
     assert fragment in err, err
     assert not (tmp_path / "run" / "csv").exists()  # no log folder left by the failed try
+
+
+def test_ckpt_path_last_without_run_dir_is_one_line(capsys, monkeypatch):
+    monkeypatch.delenv("NSR_LIGHTNING_RUN_DIR", raising=False)
+    assert main(["fit", "ckpt_path=last"]) == 2  # every run would start in a new runs/<time>
+    err = capsys.readouterr().err
+    assert err == "error: ckpt_path=last needs run_dir=<the run's folder>: without one every run starts in a new runs/<time> folder, where there is nothing to resume\n"
 
 
 def test_a_parquet_file_with_any_name_is_read_as_parquet(tmp_path):
