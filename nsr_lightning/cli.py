@@ -232,11 +232,6 @@ def main(argv: list[str] | None = None) -> int:
     except RunStopped as e:
         print(f"error: {e}", file=sys.stderr, flush=True)
         return 1
-    except OSError as e:  # a full disk under a write that is not ours (the CSV logger, ...)
-        if not is_disk_full(e):
-            raise
-        print(f"error: {disk_full_error(e.filename or '.', e)}", file=sys.stderr, flush=True)
-        return 1
     except BrokenPipeError:  # stdout piped into a command that ended (`| head`): nowhere to print
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())  # no second error at exit
         print(
@@ -245,6 +240,11 @@ def main(argv: list[str] | None = None) -> int:
             file=sys.stderr,
             flush=True,
         )
+        return 1
+    except OSError as e:  # a full disk under a write that is not ours (the CSV logger, ...)
+        if not is_disk_full(e):
+            raise
+        print(f"error: {disk_full_error(e.filename or '.', e)}", file=sys.stderr, flush=True)
         return 1
     except KeyboardInterrupt as e:  # Ctrl-C or SIGTERM before the run started: nothing to resume
         signum = e.args[0] if e.args and isinstance(e.args[0], int) else signal.SIGINT
