@@ -79,7 +79,7 @@ def load_config(command: str, overrides: list[str]):
     from hydra.errors import HydraException
     from omegaconf.errors import OmegaConfBaseException
 
-    from nsr_lightning.config_check import check_overrides, check_config
+    from nsr_lightning.config_check import check_config, check_overrides
     from nsr_lightning.errors import UserError
 
     check_overrides(command, overrides)

@@ -44,7 +44,9 @@ def _unknown_keys(cfg) -> None:
         for name in node if isinstance(node, DictConfig) else ():
             if name not in known:
                 hint = closest_key(f"{prefix}.{name}", cfg)
-                raise ConfigError(f"{prefix}.{name}: unknown config key{hint}; {prefix} has: {', '.join(known)}")
+                raise ConfigError(
+                    f"{prefix}.{name}: unknown config key{hint}; {prefix} has: {', '.join(known)}"
+                )
 
 
 # one setting, two commands: (fit's key, evaluate's key)
@@ -59,7 +61,9 @@ def check_overrides(command: str, overrides: list[str]) -> None:
         key = override.split("=", 1)[0].lstrip("+~")
         if override.startswith("~") and any(k == key or k.startswith(key + ".") for k in BY_KEY):
             what = f"set {key}=<value> ({BY_KEY[key][0]})" if key in BY_KEY else f"set the keys of {key}"
-            raise ConfigError(f"{override}: {key} cannot be deleted (the code would use a default of its own); {what}")
+            raise ConfigError(
+                f"{override}: {key} cannot be deleted (the code would use a default of its own); {what}"
+            )
         for fit_key, evaluate_key in SAME_SETTING:
             wrong, right = (fit_key, evaluate_key) if command == "evaluate" else (evaluate_key, fit_key)
             if key == wrong or key.startswith(wrong + "."):

@@ -47,7 +47,9 @@ def load_model_config(path: str):
     try:
         return AutoConfig.from_pretrained(src, local_files_only=local_only)
     except (OSError, ValueError) as e:
-        raise UserError(f"model.path: cannot read a model config from {src!r}: {str(e).splitlines()[0]}") from None
+        raise UserError(
+            f"model.path: cannot read a model config from {src!r}: {str(e).splitlines()[0]}"
+        ) from None
 
 
 TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "tokenizer.model", "vocab.json", "vocab.txt")

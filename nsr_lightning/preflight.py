@@ -95,10 +95,14 @@ def check_prompt_lengths(rows: dict[str, list[dict]], model_config, max_new_toke
     UserError naming the longest prompt, the context and max_new_tokens (never a silently
     scored 0). A prompt that fits but leaves fewer than max_new_tokens positions is warned once:
     the HF engine generates past the context (positions the model never saw), vLLM stops there."""
-    context = getattr(model_config, "max_position_embeddings", None) or getattr(model_config, "n_positions", None)
+    context = getattr(model_config, "max_position_embeddings", None) or getattr(
+        model_config, "n_positions", None
+    )
     if not context or not any(rows.values()):
         return
-    length, name, problem = max((len(r["prompt_ids"]), name, r["id"]) for name, rs in rows.items() for r in rs)
+    length, name, problem = max(
+        (len(r["prompt_ids"]), name, r["id"]) for name, rs in rows.items() for r in rs
+    )
     key, budget = max_new_tokens
     if length >= context:
         room = (

@@ -71,7 +71,9 @@ def _files(tmp_path):
     (tmp_path / "model.safetensors").write_bytes(b"\x08\x00\x00\x00\x00\x00\x00\x00{}      ")
     (tmp_path / "math.jsonl").write_text('{"problem": "1+1", "answer": "2"}\n')  # no 'solution'
     long = "1+" * 500 + "1"  # 1,001 characters: 1,006 prompt tokens, the tiny model has 128 positions
-    (tmp_path / "long.jsonl").write_text(f'{{"problem": "1+1", "answer": "2"}}\n{{"problem": "{long}", "answer": "501"}}\n')
+    (tmp_path / "long.jsonl").write_text(
+        f'{{"problem": "1+1", "answer": "2"}}\n{{"problem": "{long}", "answer": "501"}}\n'
+    )
     (tmp_path / "only_config").mkdir()
     (tmp_path / "only_config" / "config.json").write_text((TINY_MODEL / "config.json").read_text())
 
@@ -126,20 +128,64 @@ CASES = [
     ("fit algo.lrr=1e-4", "algo.lrr: no such config key (did you mean algo.lr?)", False),
     # issue 25, item 6: a careless user's pass (docs/reliability.md lists the cases left as they are)
     ("fit rollout.nn=2", "rollout.nn: no such config key (did you mean rollout.n?)", False),
-    ("fit foo.bar=1", "foo.bar: no such config key (see the keys: python -m nsr_lightning fit --cfg job)", False),
-    ("fit objective=foo", "objective=foo: no such option; choose one of: dapo, dr_grpo, grpo, ngrpo, nsr,", False),
-    ("evaluate preset=foo", "preset=foo: no such option; choose one of: qwen25_math, qwen3_nonthinking,", False),
-    ("fit data.template=Q:{{problem}}", """write key=value, with a value that holds braces, spaces or quotes in quotes: 'data.template="Q:{problem}"'""", False),
-    ("evaluate data.datasets=a,b", """a comma makes a sweep; for a list write data.datasets=[a,b], for text 'data.datasets="a,b"'""", False),
-    ("fit --trainer.max_steps=2", "--trainer.max_steps=2: overrides are key=value, without dashes: trainer.max_steps=2", False),
-    ("fit algo.lr= 1e-4", "1e-4: not key=value; write each override as key=value with no space around '='", False),
+    (
+        "fit foo.bar=1",
+        "foo.bar: no such config key (see the keys: python -m nsr_lightning fit --cfg job)",
+        False,
+    ),
+    (
+        "fit objective=foo",
+        "objective=foo: no such option; choose one of: dapo, dr_grpo, grpo, ngrpo, nsr,",
+        False,
+    ),
+    (
+        "evaluate preset=foo",
+        "preset=foo: no such option; choose one of: qwen25_math, qwen3_nonthinking,",
+        False,
+    ),
+    (
+        "fit data.template=Q:{{problem}}",
+        """write key=value, with a value that holds braces, spaces or quotes in quotes: 'data.template="Q:{problem}"'""",
+        False,
+    ),
+    (
+        "evaluate data.datasets=a,b",
+        """a comma makes a sweep; for a list write data.datasets=[a,b], for text 'data.datasets="a,b"'""",
+        False,
+    ),
+    (
+        "fit --trainer.max_steps=2",
+        "--trainer.max_steps=2: overrides are key=value, without dashes: trainer.max_steps=2",
+        False,
+    ),
+    (
+        "fit algo.lr= 1e-4",
+        "1e-4: not key=value; write each override as key=value with no space around '='",
+        False,
+    ),
     ("evaluate rollout.n=64", "rollout.n: not used by evaluate; set n instead", False),
-    ("evaluate rollout.sampling.temperature=0.5", "not used by evaluate; set sampling.temperature instead", False),
+    (
+        "evaluate rollout.sampling.temperature=0.5",
+        "not used by evaluate; set sampling.temperature instead",
+        False,
+    ),
     ("fit n=4", "n: not used by fit; set rollout.n instead", False),
     ("fit sampling.temperature=0.5", "not used by fit; set rollout.sampling.temperature instead", False),
-    ("fit ~algo.lr", "~algo.lr: algo.lr cannot be deleted (the code would use a default of its own); set algo.lr=", False),
-    ("fit ~algo", "~algo: algo cannot be deleted (the code would use a default of its own); set the keys of algo", False),
-    ("fit trainer.devices=0", "trainer: `Trainer(devices=0)` value is not a valid input using cpu accelerator", True),
+    (
+        "fit ~algo.lr",
+        "~algo.lr: algo.lr cannot be deleted (the code would use a default of its own); set algo.lr=",
+        False,
+    ),
+    (
+        "fit ~algo",
+        "~algo: algo cannot be deleted (the code would use a default of its own); set the keys of algo",
+        False,
+    ),
+    (
+        "fit trainer.devices=0",
+        "trainer: `Trainer(devices=0)` value is not a valid input using cpu accelerator",
+        True,
+    ),
 ]
 
 
@@ -163,7 +209,10 @@ def test_ckpt_path_last_without_run_dir_is_one_line(capsys, monkeypatch):
     monkeypatch.delenv("NSR_LIGHTNING_RUN_DIR", raising=False)
     assert main(["fit", "ckpt_path=last"]) == 2  # every run would start in a new runs/<time>
     err = capsys.readouterr().err
-    assert err == "error: ckpt_path=last needs run_dir=<the run's folder>: without one every run starts in a new runs/<time> folder, where there is nothing to resume\n"
+    assert (
+        err
+        == "error: ckpt_path=last needs run_dir=<the run's folder>: without one every run starts in a new runs/<time> folder, where there is nothing to resume\n"
+    )
 
 
 def test_a_parquet_file_with_any_name_is_read_as_parquet(tmp_path):
@@ -208,7 +257,11 @@ def test_prompt_lengths_against_the_context(capsys):
     assert capsys.readouterr().err == ""
     check_prompt_lengths(rows(10, 49), config, budget)  # 49 + 80 = 129: fits, the response may not
     err = capsys.readouterr().err
-    assert err.startswith("warning: the longest prompt (set problem 'p49': 49 tokens)") and err.count("\n") == 1
+    assert (
+        err.startswith("warning: the longest prompt (set problem 'p49': 49 tokens)") and err.count("\n") == 1
+    )
     assert "lower rollout.sampling.max_new_tokens to 79 to stay within it" in err
-    with pytest.raises(UserError, match="'p128': 128 tokens.*max_position_embeddings=128.*longer than 48 tokens"):
+    with pytest.raises(
+        UserError, match="'p128': 128 tokens.*max_position_embeddings=128.*longer than 48 tokens"
+    ):
         check_prompt_lengths(rows(10, 128, 5), config, budget)  # no position left for a response
