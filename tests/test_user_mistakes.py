@@ -265,3 +265,28 @@ def test_prompt_lengths_against_the_context(capsys):
         UserError, match="'p128': 128 tokens.*max_position_embeddings=128.*longer than 48 tokens"
     ):
         check_prompt_lengths(rows(10, 128, 5), config, budget)  # no position left for a response
+
+
+def test_output_piped_into_a_command_that_ends_is_one_line(tmp_path):
+    """`... | head -1`: the pipe closes, the next print fails; one line naming the fix, exit 1."""
+    args = [
+        "evaluate",
+        "n=1",
+        "data.synthetic_problems=1",
+        "sampling.max_new_tokens=4",
+        f"run_dir={tmp_path}",
+    ]
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "nsr_lightning", *args],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    proc.stdout.close()  # the reader is gone before the first line
+    err = proc.stderr.read()
+    assert proc.wait(timeout=120) == 1, err
+    assert err.endswith(
+        "error: the output pipe closed (`| head`?), so the run stopped; send the output to a "
+        "file (`> log.txt 2>&1`) or through `| tee log.txt`\n"
+    ), err
+    assert "Traceback" not in err
