@@ -107,7 +107,7 @@ CASES = [
         "math.jsonl: line 1: no 'solution' field",  # a data module's error, not wrapped by Hydra
         True,
     ),
-    # issue 25, item 4: silent no-ops and silent damage
+    # silent no-ops and silent damage
     ("fit objective=grpo rollout.sampling.temperature=0", f"every advantage is 0: {NO_SIGNAL}", False),
     ("fit objective=dapo rollout.sampling.top_k=1", f"every advantage is 0: {NO_SIGNAL}", False),
     ("fit objective=ngrpo objective.virtual_samples=0 rollout.sampling.temperature=0", NO_SIGNAL, False),
@@ -126,7 +126,7 @@ CASES = [
     *([] if CUDA else [("fit trainer.accelerator=gpu", "this machine has 0 CUDA GPU(s)", False)]),
     ("fit model.path={d}/only_config", "only_config has no tokenizer files", True),
     ("fit algo.lrr=1e-4", "algo.lrr: no such config key (did you mean algo.lr?)", False),
-    # issue 25, item 6: a careless user's pass (docs/reliability.md lists the cases left as they are)
+    # a careless user's pass (docs/reliability.md lists the cases left as they are)
     ("fit rollout.nn=2", "rollout.nn: no such config key (did you mean rollout.n?)", False),
     (
         "fit foo.bar=1",
