@@ -59,6 +59,13 @@ def compose(command: str, overrides: list[str]):
         cfg = hydra_compose(config_name=command, overrides=overrides)
     # Lightning's child processes (LOCAL_RANK set) reuse the parent's folder; a fresh run gets its own.
     inherited = os.environ.get(RUN_DIR_ENV) if "LOCAL_RANK" in os.environ else None
+    if cfg.get("ckpt_path") == "last" and not (cfg.get("run_dir") or inherited):
+        from nsr_lightning.errors import UserError
+
+        raise UserError(
+            "ckpt_path=last needs run_dir=<the run's folder>: without one every run starts in a new "
+            "runs/<time> folder, where there is nothing to resume"
+        )
     run_dir = cfg.get("run_dir") or inherited or f"runs/{time.strftime('%Y-%m-%d_%H-%M-%S')}"
     run_dir = str(Path(run_dir).expanduser().resolve())
     os.environ[RUN_DIR_ENV] = run_dir
@@ -72,15 +79,62 @@ def load_config(command: str, overrides: list[str]):
     from hydra.errors import HydraException
     from omegaconf.errors import OmegaConfBaseException
 
-    from nsr_lightning.config_check import check_config
+    from nsr_lightning.config_check import check_config, check_overrides
     from nsr_lightning.errors import UserError
 
+    check_overrides(command, overrides)
     try:
         cfg = compose(command, overrides)
     except (HydraException, OmegaConfBaseException, ValueError, TypeError) as e:
-        raise UserError(_one_message(e)) from None
+        raise UserError(_mistyped_key(command, overrides, e) or _hydra_line(e) or _one_message(e)) from None
     check_config(cfg)
     return cfg
+
+
+def _hydra_line(e: BaseException) -> str | None:
+    """Hydra's multi-line messages as one line: an unknown option (its list of options joined),
+    an override its grammar cannot read (with how to quote it)."""
+    from hydra.errors import MissingConfigException, OverrideParseException
+
+    text = str(e).split("Config search path:")[0]
+    if isinstance(e, OverrideParseException):
+        key, _, value = e.override.partition("=")
+        if key.startswith("-"):
+            return f"{e.override}: overrides are key=value, without dashes: {e.override.lstrip('-')}"
+        if "=" not in e.override:  # `algo.lr= 1e-4`: the shell split it at the space
+            return f"{e.override}: not key=value; write each override as key=value with no space around '='"
+        why = e.message.splitlines()[0]
+        return (
+            f"{e.override}: cannot be read as an override ({why}); write key=value, with a value that holds "
+            f"braces, spaces or quotes in quotes: '{key}=\"{value}\"'"
+        )
+    if text.startswith("Ambiguous value for argument"):  # a comma: a list or a sweep?
+        override = text.split("'")[1]
+        key, _, value = override.partition("=")
+        return f"{override}: a comma makes a sweep; for a list write {key}=[{value}], for text '{key}=\"{value}\"'"
+    if isinstance(e, MissingConfigException) and "Available options in '" in text:
+        first, _, options = text.partition("Available options in '")
+        group, _, names = options.partition("':")
+        missing = first.split("Could not find '")[-1].split("'")[0]  # objective/foo
+        return f"{group}={missing.split('/')[-1]}: no such option; choose one of: {', '.join(names.split())}"
+    return None
+
+
+def _mistyped_key(command: str, overrides: list[str], e: BaseException) -> str | None:
+    """Hydra's "Could not override 'algo.lrr'. To append to your config use +algo.lrr=..." as one
+    line naming the closest real key (adding it with '+' would only fail as an unknown key)."""
+    from nsr_lightning.config_check import closest_key
+
+    text = str(e)
+    if not text.startswith("Could not override '"):
+        return None
+    key = text.split("'")[1]
+    try:
+        cfg = compose(command, [o for o in overrides if o.split("=", 1)[0].lstrip("+") != key])
+    except Exception:  # another override is wrong too: Hydra's own message then
+        return None
+    hint = closest_key(key, cfg) or " (see the keys: python -m nsr_lightning " + command + " --cfg job)"
+    return f"{key}: no such config key{hint}"
 
 
 def _quote_path(override: str) -> str:
@@ -118,7 +172,8 @@ def _one_message(e: BaseException) -> str:
         inner = inner.__cause__ or inner.__context__
     while e.__cause__ is not None and isinstance(e.__cause__, (ValueError, TypeError, UserError)):
         e = e.__cause__
-    return str(e).split("Config search path:")[0].strip()
+    lines = [line.strip() for line in str(e).split("Config search path:")[0].splitlines() if line.strip()]
+    return "; ".join(lines)  # one line (OmegaConf adds "full_key: ..." lines)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -141,7 +196,7 @@ def main(argv: list[str] | None = None) -> int:
 
     from nsr_lightning.checkpoint import resolve_ckpt_path
     from nsr_lightning.errors import RunStopped, UserError, disk_full_error, is_disk_full
-    from nsr_lightning.preflight import check_online_logger, check_run_folders
+    from nsr_lightning.preflight import check_accelerator, check_online_logger, check_run_folders
     from nsr_lightning.run_dir import RunLock, check_not_finished, is_launcher, set_signal
 
     lock = None
@@ -155,6 +210,7 @@ def main(argv: list[str] | None = None) -> int:
             if print_cfg:
                 print(OmegaConf.to_yaml(cfg, resolve=True))
                 return 0
+            check_accelerator(cfg)
             check_run_folders(cfg, command)  # writable, room to write: before loading anything
             check_online_logger(cfg)
             if is_launcher():  # one run per run_dir; Lightning's child ranks run under the parent's lock
@@ -175,6 +231,15 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     except RunStopped as e:
         print(f"error: {e}", file=sys.stderr, flush=True)
+        return 1
+    except BrokenPipeError:  # stdout piped into a command that ended (`| head`): nowhere to print
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())  # no second error at exit
+        print(
+            "error: the output pipe closed (`| head`?), so the run stopped; send the output to a file "
+            "(`> log.txt 2>&1`) or through `| tee log.txt`",
+            file=sys.stderr,
+            flush=True,
+        )
         return 1
     except OSError as e:  # a full disk under a write that is not ours (the CSV logger, ...)
         if not is_disk_full(e):

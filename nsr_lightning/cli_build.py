@@ -8,12 +8,15 @@ def build_fit(cfg):
     import lightning as L
     import transformers
     from hydra.utils import instantiate
+    from lightning.fabric.utilities.exceptions import MisconfigurationException
     from omegaconf import OmegaConf
 
     from nsr_lightning.callbacks import RolloutCallback, RunEndCallback
     from nsr_lightning.checkpoint import AtomicCheckpointIO, periodic_checkpoints
-    from nsr_lightning.models import load_tokenizer
+    from nsr_lightning.errors import UserError
+    from nsr_lightning.models import load_model_config, load_tokenizer
     from nsr_lightning.module import RLVRModule
+    from nsr_lightning.preflight import check_prompt_lengths
 
     transformers.logging.disable_progress_bar()  # one "Loading weights" bar per rank is noise
     L.seed_everything(cfg.seed, workers=True, verbose=False)
@@ -21,6 +24,8 @@ def build_fit(cfg):
     tokenizer = load_tokenizer(cfg.model.path)
     objective = instantiate(cfg.objective)
     datamodule = instantiate(cfg.data, tokenizer=tokenizer)
+    budget = ("rollout.sampling.max_new_tokens", cfg.rollout.sampling.max_new_tokens)
+    check_prompt_lengths(datamodule.prompt_rows(), load_model_config(cfg.model.path), budget)
     engine = instantiate(cfg.rollout.engine, tokenizer=tokenizer)
     reward = instantiate(cfg.reward)
     rollout = RolloutCallback(
@@ -44,13 +49,16 @@ def build_fit(cfg):
             plugins.append(AtomicCheckpointIO())
     if isinstance(trainer_args.get("strategy"), dict):
         trainer_args["strategy"] = instantiate(trainer_args["strategy"])
-    trainer = L.Trainer(
-        **trainer_args,
-        logger=loggers or False,
-        callbacks=callbacks,
-        plugins=plugins or None,
-        default_root_dir=cfg.run_dir,
-    )
+    try:
+        trainer = L.Trainer(
+            **trainer_args,
+            logger=loggers or False,
+            callbacks=callbacks,
+            plugins=plugins or None,
+            default_root_dir=cfg.run_dir,
+        )
+    except MisconfigurationException as e:  # Lightning's refusal of a trainer.* value, one line
+        raise UserError(f"trainer: {str(e).splitlines()[0]}") from None
     module = RLVRModule(  # last: it loads the weights
         model_path=cfg.model.path,
         dtype=cfg.model.dtype,
@@ -74,6 +82,7 @@ def build_evaluate(cfg):
     from nsr_lightning.data.datamodule import encode
     from nsr_lightning.evaluation import evaluate
     from nsr_lightning.models import load_any_policy, load_tokenizer
+    from nsr_lightning.preflight import check_prompt_lengths
     from nsr_lightning.rollout import SamplingConfig
 
     transformers.logging.disable_progress_bar()
@@ -94,6 +103,7 @@ def build_evaluate(cfg):
     tokenizer = load_tokenizer(tokenizer_source)
     build_prompt(tokenizer, "1+1", data.template)  # a bad template fails here
     rows = {name: [encode(p, tokenizer, data.template) for p in ps] for name, ps in problems.items()}
+    check_prompt_lengths(rows, model.config, ("sampling.max_new_tokens", cfg.sampling.max_new_tokens))
     engine = instantiate(cfg.rollout.engine, tokenizer=tokenizer)
     reward = instantiate(cfg.reward)
     chunk_size = cfg.chunk_size or max(1, getattr(engine, "batch_size", 8 * cfg.n) // cfg.n)

@@ -41,11 +41,30 @@ def _check_source(path: str) -> tuple[str, bool]:
     return str(path), os.environ.get("HF_HUB_OFFLINE", "0") not in ("0", "", "false")
 
 
-def load_tokenizer(path: str):
+def load_model_config(path: str):
+    """The model's transformers config (config.json) alone: its context, before any weights load."""
     src, local_only = _check_source(path)
     try:
+        return AutoConfig.from_pretrained(src, local_files_only=local_only)
+    except (OSError, ValueError) as e:
+        raise UserError(
+            f"model.path: cannot read a model config from {src!r}: {str(e).splitlines()[0]}"
+        ) from None
+
+
+TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "tokenizer.model", "vocab.json", "vocab.txt")
+
+
+def load_tokenizer(path: str):
+    src, local_only = _check_source(path)
+    if Path(src).is_dir() and not any((Path(src) / name).is_file() for name in TOKENIZER_FILES):
+        raise UserError(
+            f"model.path: {src} has no tokenizer files ({', '.join(TOKENIZER_FILES[:2])}, ...); copy them "
+            "from the model it was made from (tokenizer.save_pretrained(path))"
+        )
+    try:
         tok = AutoTokenizer.from_pretrained(src, local_files_only=local_only)
-    except OSError as e:
+    except (OSError, ValueError) as e:
         raise UserError(
             f"model.path: cannot load a tokenizer from {src!r}: {str(e).splitlines()[0]}"
         ) from None

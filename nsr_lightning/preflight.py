@@ -1,5 +1,7 @@
 """Checks that run before anything expensive (models, data, processes): every folder the run
-writes to (writable, room to write) and, for W&B online, an API key and a reachable server.
+writes to (writable, room to write), the accelerator asked for, and, for W&B online, an API key
+and a reachable server; once prompts and model are loaded, before any training or evaluation:
+every prompt fits the model's context (`check_prompt_lengths`).
 Each failure is one UserError naming the key to fix.
 Config values are checked by nsr_lightning/config_rules.py."""
 
@@ -7,6 +9,7 @@ from __future__ import annotations
 
 import os
 import shutil
+import sys
 import tempfile
 from pathlib import Path
 
@@ -66,6 +69,59 @@ def check_run_folders(cfg, command: str) -> None:
             f"run_dir: {cfg.run_dir} has {free // MB} MB free, this run writes about {need // MB} MB "
             f"(final model + checkpoint.keep={cfg.checkpoint.keep} checkpoints with optimizer state + logs); "
             "free some space, choose another run_dir, or lower checkpoint.keep"
+        )
+
+
+def check_accelerator(cfg) -> None:
+    """trainer.accelerator=gpu / cuda, or trainer.devices, on a machine without that many CUDA GPUs:
+    one line (Lightning fails deep in Trainer() with a long traceback)."""
+    import torch
+
+    trainer = cfg.get("trainer") or {}
+    accelerator, devices = str(trainer.get("accelerator", "auto")), trainer.get("devices", "auto")
+    if accelerator not in ("gpu", "cuda"):
+        return
+    have = torch.cuda.device_count() if torch.cuda.is_available() else 0
+    want = devices if isinstance(devices, int) and devices > 0 else 1
+    if have < want:
+        raise UserError(
+            f"trainer.accelerator={accelerator}: this machine has {have} CUDA GPU(s), the run asks for {want} "
+            "(trainer.devices); on a CPU use trainer=cpu (or trainer.accelerator=cpu)"
+        )
+
+
+def check_prompt_lengths(rows: dict[str, list[dict]], model_config, max_new_tokens: tuple[str, int]) -> None:
+    """Every prompt must fit the model's context (max_position_embeddings): a longer one is one
+    UserError naming the longest prompt, the context and max_new_tokens (never a silently
+    scored 0). A prompt that fits but leaves fewer than max_new_tokens positions is warned once:
+    the HF engine generates past the context (positions the model never saw), vLLM stops there."""
+    context = getattr(model_config, "max_position_embeddings", None) or getattr(
+        model_config, "n_positions", None
+    )
+    if not context or not any(rows.values()):
+        return
+    length, name, problem = max(
+        (len(r["prompt_ids"]), name, r["id"]) for name, rs in rows.items() for r in rs
+    )
+    key, budget = max_new_tokens
+    if length >= context:
+        room = (
+            f"drop or shorten the problems longer than {context - budget} tokens (data.limit / a filtered data file)"
+            if budget < context
+            else f"lower {key} and drop or shorten the long problems (data.limit / a filtered data file)"
+        )
+        raise UserError(
+            f"data: the longest prompt ({name} problem {problem!r}: {length} tokens) does not fit the model's "
+            f"context (max_position_embeddings={context}), with {key}={budget} tokens to generate after it; "
+            f"{room}; or use a model with a longer context"
+        )
+    if length + budget > context and os.environ.get("LOCAL_RANK", "0") == "0":
+        print(
+            f"warning: the longest prompt ({name} problem {problem!r}: {length} tokens) + {key}={budget} "
+            f"passes the model's context ({context}): a longer response runs past it; lower {key} to "
+            f"{context - length} to stay within it",
+            file=sys.stderr,
+            flush=True,
         )
 
 

@@ -18,6 +18,12 @@ _LOG_LINES = (
     ),
     # transformers >= 5.24, on every model call with a KV cache argument
     ("transformers.utils.generic", "`past_key_values`/`cache_params` are deprecated. Use `cache` instead."),
+    # a prompt longer than the tokenizer's model_max_length: preflight.check_prompt_lengths says it in
+    # one line against the model's own context (this one names neither the prompt nor the fix)
+    (
+        "transformers.tokenization_utils_base",
+        "Token indices sequence length is longer than the specified maximum sequence length",
+    ),
 )
 
 # (message regex, category): matched from the start of the message, as `warnings.filterwarnings` does.

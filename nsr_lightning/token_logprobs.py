@@ -9,9 +9,10 @@ For logits z (rows, L, V), temperature T, s = z / T and target ids y:
 The backward is written out instead of recorded by autograd (d logprob_t / d s_t = onehot(y_t) - p;
 d entropy_t / d s_t = -p (log p + entropy_t); both divided by T for z):
 
-- forward: per chunk of rows, one float32 log-softmax (plus the float32 copy of bf16 / fp16 logits,
-  or z / T in float32); `p = exp(log p)` is taken in place and `sum_v p_v s_v` is a batched matrix
-  product, so the entropy forms no tensor of its own. Only the logits are kept for the backward.
+- forward: per chunk of rows, one float32 log-softmax (upcasting bf16 / fp16 logits inside the
+  kernel; a float32 copy only for z / T or the entropy); `p = exp(log p)` is taken in place and
+  `sum_v p_v s_v` is a batched matrix product, so the entropy forms no tensor of its own. Only the
+  logits are kept for the backward.
 - backward: per chunk, one float32 softmax that becomes the gradient in place.
 
 Recorded by autograd, `log_softmax -> gather -> exp * log p -> sum` keeps the log-softmax for
@@ -67,8 +68,9 @@ class _TokenLogProbs(torch.autograd.Function):
         for start in range(0, rows, chunk_size):
             z = logits[start : start + chunk_size]  # (c, L, V)
             y = targets[start : start + chunk_size]  # (c, L, K)
-            s = _scaled(z, temperature)
-            logp = torch.log_softmax(s, dim=-1)  # (c, L, V)
+            # a float32 copy of bf16 logits only where z / T or the entropy's product needs it
+            s = _scaled(z, temperature) if with_entropy or temperature != 1.0 else z
+            logp = torch.log_softmax(s, dim=-1, dtype=torch.float32)  # (c, L, V)
             lp = logp.gather(-1, y)  # (c, L, K)
             logprobs[start : start + chunk_size] = lp
             if with_entropy:
@@ -94,8 +96,9 @@ class _TokenLogProbs(torch.autograd.Function):
         grad = None if whole else torch.empty_like(logits)
         for start in range(0, rows, chunk):
             part = slice(start, start + chunk)
-            s = _scaled(logits[part], temperature)
-            p = torch.softmax(s, dim=-1)  # (c, L, V): becomes the gradient, in place
+            plain = grad_entropy is None and temperature == 1.0  # then no float32 copy of the logits
+            s = logits[part] if plain else _scaled(logits[part], temperature)
+            p = torch.softmax(s, dim=-1, dtype=torch.float32)  # (c, L, V): becomes the gradient, in place
             y = targets[part]  # (c, L, K)
             g = p.new_zeros(y.shape) if grad_logprobs is None else grad_logprobs[part].float()  # (c, L, K)
             if grad_entropy is not None:  # -p (log p + H) g_H, with log p = s - lse

@@ -6,8 +6,8 @@
 Compares the `before` and `after` rows (tag, data set, every pass@k value as printed) of the last table
 in the log with those in README.md's fenced block that holds a pass@k table: the same rows, the same
 number of values in each, and each value within TOLERANCE of the README's. The last digit depends on
-the CPU's floating-point kernels (an AMD EPYC with AVX2 and MKL printed `0.619` where the README's
-machine printed `0.616`): sampling is a long chain of float operations whose rounding differs between
+the CPU's floating-point kernels (an AMD EPYC with AVX2 and MKL printed `0.619` where an Intel
+machine printed `0.616` for the same code): sampling is a long chain of float operations whose rounding differs between
 kernels, so an exact match holds on one kind of CPU only. Exit code 0 when they match, 1 with the
 rows that differ when they do not, 2 when a table is missing. The log may hold a progress bar
 (carriage returns) and other lines: only rows that start with `before` or `after` are read.

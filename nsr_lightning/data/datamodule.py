@@ -137,6 +137,14 @@ class ProblemDataModule(L.LightningDataModule):
     def train_dataloader(self) -> DataLoader:
         return train_loader(self.train_dataset(), self.batch_size, self.num_workers, self.trainer, self.seed)
 
+    def prompt_rows(self, sample: int = 1000) -> dict[str, list[dict]]:
+        """Encoded rows whose prompt lengths a run checks before it starts (preflight.py): every
+        training problem of a list (the first `sample` of a generated task: their lengths come
+        from the same few templates) and every held-out problem."""
+        train = self.train_dataset()
+        count = len(train) if isinstance(train, ListDataset) else min(len(train), sample)
+        return {"training": [train[i] for i in range(count)], **self.heldout()}
+
     def heldout(self) -> dict[str, list[dict]]:
         """Held-out problems per data set name, encoded like training rows."""
         return {
