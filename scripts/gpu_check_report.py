@@ -39,7 +39,8 @@ def bench_numbers(s: dict) -> dict:
         rounds = [statistics.median(step_of(r) for r in run["records"]) for run in s["raw_runs"][side]]
         out["sides"][side] = {
             "step_s": s[side]["step_s"], "round_min_s": min(rounds), "round_max_s": max(rounds),
-            "generate_s": s[side].get("generate_s"), "update_s": s[side].get("update_s"),
+            "generate_s": s[side].get("generate_s"), "hf_generate_s": s[side].get("hf_generate_s"),
+            "update_s": s[side].get("update_s"),
             "peak_mb": s[side].get("peak_gpu_mb", s[side].get("peak_rss_mb")), "steps": s[side]["steps"],
         }  # fmt: skip
     for key in ("ratio_ours_to_trl", "ratio_per_round", "overhead_share", "overhead_share_per_round"):
@@ -109,10 +110,15 @@ def markdown(report: dict) -> str:
         n = r["numbers"]
         if r["stage"].startswith("bench"):
             lines += ["", f"## {r['stage']}: median s per step (min-max of the round medians)", ""]
-            lines += ["| side | step | rounds min-max | generate | update | peak MB | steps |"]
-            lines += ["|---|---:|---:|---:|---:|---:|---:|"]
+            lines += [
+                "| side | step | rounds min-max | generate | transformers generate | update | peak MB | steps |"
+            ]
+            lines += ["|---|---:|---:|---:|---:|---:|---:|---:|"]
             for side, s in n["sides"].items():
-                phases = [f"{s[k]:.3f}" if s.get(k) is not None else "" for k in ("generate_s", "update_s")]
+                phases = [
+                    f"{s[k]:.3f}" if s.get(k) is not None else ""
+                    for k in ("generate_s", "hf_generate_s", "update_s")
+                ]
                 lines.append(
                     f"| {side} | {s['step_s']:.3f} | {s['round_min_s']:.3f}-{s['round_max_s']:.3f} | "
                     f"{' | '.join(phases)} | {s['peak_mb']:.0f} | {s['steps']} |"
