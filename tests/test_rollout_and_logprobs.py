@@ -123,8 +123,9 @@ def test_spread_by_hand():
     assert repeats == 3 and slots.tolist() == [6, 0, 7, 3, 1, 8]
     x = torch.randn(3, 5)
     assert torch.equal(x.repeat_interleave(repeats, 0)[slots], x[row_of])
-    with torch.no_grad():
-        assert _spread(row_of, 3)[0] == 1  # nothing to add up without gradients: the plain index
+    with torch.no_grad():  # the same layout: it also places each response's first token (u, repeats)
+        repeats_ng, slots_ng = _spread(row_of, 3)
+    assert repeats_ng == 3 and torch.equal(slots_ng, slots)
 
 
 def _graph(root) -> list:
