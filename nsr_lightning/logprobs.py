@@ -48,6 +48,7 @@ def response_logprobs(
     batch = batch.trimmed()
     targets = batch.response_ids  # (N, R)
     kwargs = {"temperature": temperature, "chunk_size": chunk_size, "with_entropy": with_entropy}
+    entropy_grad = entropy_grad and torch.is_grad_enabled()
     # (logits, the response columns they predict): no slice or cat of a logits-sized tensor
     logps, ents = [], []
     if share_prompts:
@@ -60,7 +61,7 @@ def response_logprobs(
         logps.append(lp.reshape(-1)[slots].unsqueeze(-1))  # (N, 1)
         if with_entropy:
             ent = ent.repeat_interleave(repeats, dim=0)[slots]  # (N, 1): each row its prompt's
-            ents.append(ent if entropy_grad and torch.is_grad_enabled() else ent.detach())
+            ents.append(ent if entropy_grad else ent.detach())
         pieces = [(rest, slice(1, None))]
     else:
         pieces = [(_row_logits(model, batch), slice(0, None))]  # (N, R + 1, V)
@@ -73,7 +74,7 @@ def response_logprobs(
         logps.append(lp[:, : want.shape[1]])
         if with_entropy:
             ent = ent[:, : want.shape[1]]
-            ents.append(ent if entropy_grad and torch.is_grad_enabled() else ent.detach())
+            ents.append(ent if entropy_grad else ent.detach())
     mask = batch.response_mask.to(torch.float32)
     logprobs = _widen(torch.cat(logps, dim=1) * mask, width)
     entropy = _widen(torch.cat(ents, dim=1) * mask, width) if with_entropy else None

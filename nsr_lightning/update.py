@@ -209,9 +209,11 @@ class Update(Checks):
         members: dict[int, list[int]] = {}
         for row, group in enumerate(groups):
             members.setdefault(group, []).append(row)
-        local, by_first_row = [], list(members.values())
+        local, groups_in_order = [], list(members.values())
         for _ in range(hp.ppo_epochs):
-            shuffled = [by_first_row[g] for g in torch.randperm(len(by_first_row), generator=gen).tolist()]
+            shuffled = [
+                groups_in_order[g] for g in torch.randperm(len(groups_in_order), generator=gen).tolist()
+            ]
             rows = [row for group in shuffled for row in group]
             for idx in torch.tensor_split(torch.tensor(rows, dtype=torch.long), n_mb):
                 if micro and len(idx):
